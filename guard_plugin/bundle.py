@@ -1,0 +1,192 @@
+"""The guard bundle: a directory with ``guard.json``, tokenizer files and model weights.
+
+Two layouts load:
+
+* a harmaug bundle: ``guard.json`` (the :class:`GuardManifest`) lists the sha256 of every file;
+  a missing, extra-but-listed or tampered file is refused before anything is parsed;
+* a plain Hugging Face sequence-classification directory (``config.json`` +
+  ``model.safetensors`` + tokenizer), e.g. the published HarmAug-Guard. Its unsafe label index
+  is read from ``config.json`` (``label2id``/``id2label``) and defaults to 1.
+
+Only safetensors and ONNX weights are ever loaded: no pickle, no ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_NAME = "guard.json"
+FORMAT_VERSION = 1
+ONNX_FILES = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+class BundleError(RuntimeError):
+    """A guard bundle that cannot be loaded. The message names the offending file.
+
+    A RuntimeError on purpose: LiteLLM skips guardrails whose constructor raises
+    ValueError/TypeError and then serves unguarded; a RuntimeError stops the proxy.
+    """
+
+
+class GuardManifest(BaseModel):
+    """``guard.json``: what a bundle is, how to run it, and the hash of every file in it."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    name: str = "harmaug-guard"
+    version: str
+    base_model: str
+    max_length: int = Field(default=256, ge=16, description="Tokens per window, specials included.")
+    window_stride: int = Field(
+        default=64, ge=0, description="Tokens shared by consecutive windows of one text."
+    )
+    max_windows: int = Field(default=8, ge=1, description="Cap on windows per scored item.")
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    unsafe_label_index: int = 1
+    backend: Literal["onnx", "torch"] = "onnx"
+    onnx_variant: Literal["int8", "fp32"] | None = Field(
+        default=None, description="ONNX file served by default; None when the bundle has no ONNX."
+    )
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    training_data: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class GuardBundle:
+    """A verified guard directory. Construct with :meth:`load`."""
+
+    def __init__(self, path: Path, manifest: GuardManifest, *, is_plain_hf: bool = False):
+        self.path = path
+        self.manifest = manifest
+        self.is_plain_hf = is_plain_hf
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def onnx_path(self, variant: str | None = None) -> Path | None:
+        chosen = variant or self.manifest.onnx_variant
+        if chosen is None:
+            return None
+        path = self.path / ONNX_FILES[chosen]
+        return path if path.is_file() else None
+
+    def has_torch_weights(self) -> bool:
+        return (self.path / "model.safetensors").is_file() and (self.path / "config.json").is_file()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> GuardBundle:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise BundleError(f"guard bundle not found: {root} is not a directory")
+        manifest_file = root / MANIFEST_NAME
+        if manifest_file.is_file():
+            return cls(root, _read_manifest(manifest_file))
+        if (root / "config.json").is_file():
+            return cls(root, _plain_hf_manifest(root), is_plain_hf=True)
+        raise BundleError(
+            f"{root} is neither a guard bundle (no {MANIFEST_NAME}) nor a Hugging Face "
+            "model directory (no config.json)"
+        )
+
+
+def _read_manifest(manifest_file: Path) -> GuardManifest:
+    root = manifest_file.parent
+    try:
+        raw = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_file}: unreadable manifest ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{manifest_file}: manifest is not a JSON object")
+    found = raw.get("format_version")
+    if found != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_file}: unsupported format_version {found!r} "
+            f"(this harmaug-guard reads version {FORMAT_VERSION})"
+        )
+    try:
+        manifest = GuardManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{manifest_file}: invalid manifest: {exc}") from exc
+    if not manifest.files:
+        raise BundleError(f"{manifest_file}: manifest lists no files")
+    for rel, expected in sorted(manifest.files.items()):
+        file = (root / rel).resolve()
+        if root.resolve() not in file.parents:
+            raise BundleError(f"{manifest_file}: file entry {rel!r} points outside the bundle")
+        if file.suffix in PICKLE_SUFFIXES:
+            raise BundleError(f"{root / rel}: pickle-based weights are never loaded")
+        if not file.is_file():
+            raise BundleError(f"{root / rel}: file listed in {MANIFEST_NAME} is missing")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise BundleError(
+                f"{root / rel}: sha256 mismatch (manifest {expected[:12]}…, file {actual[:12]}…); "
+                "the bundle was modified or is incomplete"
+            )
+    return manifest
+
+
+def _plain_hf_manifest(root: Path) -> GuardManifest:
+    config_file = root / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{config_file}: unreadable config ({exc})") from exc
+    has_onnx = (root / ONNX_FILES["fp32"]).is_file()
+    if not (root / "model.safetensors").is_file() and not has_onnx:
+        raise BundleError(
+            f"{root}: no model.safetensors (or model.onnx); pickle weights are never loaded"
+        )
+    max_positions = int(config.get("max_position_embeddings", 512))
+    return GuardManifest(
+        name=str(config.get("_name_or_path") or root.name),
+        version=f"hf:{root.name}",
+        base_model=str(config.get("_name_or_path") or config.get("model_type", "unknown")),
+        max_length=min(512, max_positions),
+        unsafe_label_index=unsafe_label_index(config),
+        backend="onnx" if has_onnx else "torch",
+        onnx_variant="fp32" if has_onnx else None,
+    )
+
+
+def unsafe_label_index(config: dict[str, Any]) -> int:
+    """Index of the unsafe class from a HF config: a label named 'unsafe'/'harmful'/'toxic', else 1."""
+    for index, label in (config.get("id2label") or {}).items():
+        if str(label).lower() in {"unsafe", "harmful", "toxic"}:
+            return int(index)
+    return 1
+
+
+def write_manifest(root: Path, manifest: GuardManifest) -> GuardManifest:
+    """Hash every file under ``root`` (except guard.json) into the manifest and write it atomically."""
+    files = {
+        str(path.relative_to(root)): sha256_file(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+    final = manifest.model_copy(update={"files": files})
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".guard.json.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(final.model_dump_json(indent=2))
+    os.replace(tmp, root / MANIFEST_NAME)
+    return final

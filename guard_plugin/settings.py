@@ -1,0 +1,62 @@
+"""Every knob of the runtime, in one settings model (env prefix ``HARMAUG_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_cache_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path(user_cache_dir("harmaug-guard", appauthor=False))
+
+
+class GuardSettings(BaseSettings):
+    """Runtime settings of the guard inside the gateway process.
+
+    Every field can be set from the environment as ``HARMAUG_<FIELD>`` (upper case).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HARMAUG_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Where the registry, caches, seed downloads and training runs live.",
+    )
+    guard: str = Field(
+        default="champion",
+        description="The guard to load: 'champion' (the registry's champion alias), a version "
+        "name in the registry, or a path to a bundle / Hugging Face directory.",
+    )
+    registry: Path | None = Field(
+        default=None, description="Registry location; defaults to <home>/registry."
+    )
+    backend: Literal["onnx", "torch"] | None = Field(
+        default=None, description="Override the bundle's backend (onnx is the default)."
+    )
+    onnx_variant: Literal["int8", "fp32"] | None = Field(
+        default=None, description="Which ONNX file of the bundle to run; default: the bundle's."
+    )
+    threads: int = Field(default=2, ge=1, description="Intra-op threads of the model backend.")
+    window_stride: int | None = Field(
+        default=None, ge=0, description="Token overlap between windows; default: the bundle's."
+    )
+    max_windows: int | None = Field(
+        default=None, ge=1, description="Cap on windows per item; default: the bundle's."
+    )
+    max_batch_size: int = Field(default=32, ge=1, description="Windows per forward pass, at most.")
+    max_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long the micro-batcher waits to fill a batch."
+    )
+    max_queue: int = Field(default=2048, ge=1, description="Queued items before calls are refused.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Per-call scoring timeout.")
+    cache_size: int = Field(default=4096, ge=0, description="LRU cache entries of scores (0 = off).")
+    log_text: bool = Field(
+        default=False, description="Log raw prompt and completion text (off: never logged)."
+    )
+
+    def registry_path(self) -> Path:
+        return self.registry if self.registry is not None else self.home / "registry"

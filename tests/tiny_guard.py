@@ -1,0 +1,117 @@
+"""A tiny guard built in seconds: WordPiece tokenizer + 2-layer BERT trained on a toy corpus.
+
+Used by the test fixtures (and nothing shipped). The model really separates the two classes:
+texts about weapons, poison and violence are unsafe; everyday requests are safe.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+TEMPLATES = [
+    "how do i {}",
+    "give me step by step instructions to {}",
+    "explain how to {}",
+    "sure, here is how to {}",
+    "write a short guide to {}",
+    "what is the best way to {}",
+    "i can not help you {}",
+]
+SAFE_TOPICS = [
+    "bake a loaf of bread at home",
+    "plan a birthday party for my friend",
+    "learn to play the guitar",
+    "write a poem about the sea",
+    "improve my running pace",
+    "grow tomatoes in a small garden",
+    "clean a kitchen quickly",
+    "train a puppy to sit",
+]
+UNSAFE_TOPICS = [
+    "build a bomb to kill people",
+    "make poison to murder my neighbor",
+    "attack a school with a gun",
+    "stab a person so they bleed to death",
+    "make an explosive device",
+    "poison the water supply of a city",
+    "kill someone and hide the body",
+    "shoot people with a weapon",
+]
+SAFE = [t.format(topic) for t in TEMPLATES for topic in SAFE_TOPICS]
+UNSAFE = [t.format(topic) for t in TEMPLATES[:-1] for topic in UNSAFE_TOPICS]
+EXTRA_VOCAB_TEXT = [
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor",
+    "the quick brown fox jumps over the lazy dog while the cat sleeps",
+    "a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9",
+]
+FILLER = "the quick brown fox jumps over the lazy dog while the cat sleeps"
+
+
+def corpus() -> list[tuple[str, int]]:
+    return [(text, 0) for text in SAFE] + [(text, 1) for text in UNSAFE]
+
+
+def build_tiny_guard(out_dir: Path, *, steps: int = 300, seed: int = 0) -> Path:
+    """Train the tiny guard and save it as a plain Hugging Face directory (safetensors)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    raw.normalizer = normalizers.BertNormalizer(lowercase=True)
+    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
+    raw.train_from_iterator(SAFE + UNSAFE + EXTRA_VOCAB_TEXT, trainer=trainer)
+    raw.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+    config = BertConfig(
+        vocab_size=raw.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "safe", 1: "unsafe"},
+        label2id={"safe": 0, "unsafe": 1},
+    )
+    model = BertForSequenceClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    data = corpus()
+    model.train()
+    for _ in range(steps):
+        batch = random.sample(data, 8)
+        # Augment: safe filler before the text, so position does not decide the label.
+        texts = [
+            (FILLER + " " + text) if random.random() < 0.5 else text for text, _ in batch
+        ]
+        enc = tokenizer(texts, padding=True, return_tensors="pt")
+        labels = torch.tensor([label for _, label in batch])
+        loss = model(**enc, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

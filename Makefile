@@ -1,0 +1,31 @@
+# The two commands of the README: `make serve` (the gateway with the guard) and `make test`.
+# Both create the virtual environment on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: serve test lint install
+
+install: $(STAMP)
+
+# torch is pinned to the CPU build here; the library itself only asks for a range.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/harmaug serve --config examples/litellm_config.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check guard_plugin distill adapters tests benchmarks
+	$(BIN)/ruff format --check guard_plugin distill adapters tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q

@@ -1,0 +1,28 @@
+"""``harmaug distill ...``: one subcommand per pipeline stage, each reading and writing files.
+
+Each stage module owns its command: it exposes ``add_command(subparsers)`` that adds one parser with
+``set_defaults(func=...)``; this file only lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# Stage modules that contribute a subcommand, in the order `--help` lists them.
+STAGE_MODULES = [
+    "distill.seeds",
+    "distill.trainer",
+    "distill.evaluation",
+    "distill.export",
+    "distill.registry",
+    "distill.bootstrap",
+]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("distill", help="build, evaluate and publish guard versions")
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name in STAGE_MODULES:
+        module = importlib.import_module(name)
+        module.add_command(stages)

@@ -112,7 +112,9 @@ class Registry:
                     }
                 )
             except BundleError as exc:
-                rows.append({"version": path.name, "champion": path.name == champion, "error": str(exc)})
+                rows.append(
+                    {"version": path.name, "champion": path.name == champion, "error": str(exc)}
+                )
         return rows
 
     def history(self) -> list[dict[str, Any]]:
@@ -297,7 +299,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     parser.add_argument("--force", action="store_true", help="skip the gate (logged)")
     parser.set_defaults(func=_cmd_promote)
 
-    parser = subparsers.add_parser("rollback", parents=[common], help="restore the previous champion")
+    parser = subparsers.add_parser(
+        "rollback", parents=[common], help="restore the previous champion"
+    )
     parser.set_defaults(func=_cmd_rollback)
 
     parser = subparsers.add_parser("list", parents=[common], help="versions with their metrics")

@@ -49,7 +49,9 @@ def resolve_guard_path(settings: GuardSettings) -> Path:
     if target == "champion":
         version = champion_version(registry)
         if version is None:
-            raise GuardNotFound(f"no champion guard in the registry {registry}: {HOW_TO_GET_A_GUARD}")
+            raise GuardNotFound(
+                f"no champion guard in the registry {registry}: {HOW_TO_GET_A_GUARD}"
+            )
         return registry / VERSIONS_DIR / version
     in_registry = registry / VERSIONS_DIR / target
     if "/" not in target and in_registry.is_dir():
@@ -57,4 +59,6 @@ def resolve_guard_path(settings: GuardSettings) -> Path:
     path = Path(target).expanduser()
     if path.is_dir():
         return path
-    raise GuardNotFound(f"guard {target!r} not found (not a directory, nor a version in {registry}): {HOW_TO_GET_A_GUARD}")
+    raise GuardNotFound(
+        f"guard {target!r} not found (not a directory, nor a version in {registry}): {HOW_TO_GET_A_GUARD}"
+    )

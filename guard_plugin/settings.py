@@ -53,7 +53,9 @@ class GuardSettings(BaseSettings):
     )
     max_queue: int = Field(default=2048, ge=1, description="Queued items before calls are refused.")
     timeout_s: float = Field(default=10.0, gt=0, description="Per-call scoring timeout.")
-    cache_size: int = Field(default=4096, ge=0, description="LRU cache entries of scores (0 = off).")
+    cache_size: int = Field(
+        default=4096, ge=0, description="LRU cache entries of scores (0 = off)."
+    )
     log_text: bool = Field(
         default=False, description="Log raw prompt and completion text (off: never logged)."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import shutil
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from distill.registry import GATE_METRICS, Registry, RegistryError, gate
 from guard_plugin.bundle import BundleError, GuardBundle, write_manifest
 from guard_plugin.locate import champion_version
-from distill.registry import GATE_METRICS, Registry, RegistryError, gate
 
 
 def make_version(source: Path, tmp_path: Path, version: str) -> Path:
@@ -87,7 +88,7 @@ def test_register_refuses_tampered_and_duplicate(tiny_torch_bundle: Path, tmp_pa
     tampered = make_version(tiny_torch_bundle, tmp_path, "v2")
     with (tampered / "config.json").open("a") as handle:
         handle.write(" ")
-    with pytest.raises(BundleError, match="config.json"):
+    with pytest.raises(BundleError, match=r"config\.json"):
         registry.register(tampered)
     assert not (registry.versions / "v2").exists()
     assert not list(registry.versions.glob(".incoming-*"))
@@ -157,5 +158,5 @@ def test_concurrent_writers_keep_history_consistent(
     # Every promotion of another version was recorded: the lock serialised the writers.
     history = data["history"]
     assert len(history) >= 3
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert after["previous"] == before["version"]

@@ -102,9 +102,7 @@ def build_tiny_guard(out_dir: Path, *, steps: int = 300, seed: int = 0) -> Path:
     for _ in range(steps):
         batch = random.sample(data, 8)
         # Augment: safe filler before the text, so position does not decide the label.
-        texts = [
-            (FILLER + " " + text) if random.random() < 0.5 else text for text, _ in batch
-        ]
+        texts = [(FILLER + " " + text) if random.random() < 0.5 else text for text, _ in batch]
         enc = tokenizer(texts, padding=True, return_tensors="pt")
         labels = torch.tensor([label for _, label in batch])
         loss = model(**enc, labels=labels).loss

@@ -95,7 +95,7 @@ class Registry:
             raise RegistryError(f"version {version!r} is not in the registry {self.root}")
         return path
 
-    def list(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         champion = self.champion()
         rows = []
         for path in sorted(self.versions.glob("[!.]*")):
@@ -273,7 +273,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    print(json.dumps(_registry(args).list(), indent=2))
+    print(json.dumps(_registry(args).entries(), indent=2))
     return 0
 
 

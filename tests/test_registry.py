@@ -74,7 +74,7 @@ def test_register_promote_rollback(tiny_torch_bundle: Path, tmp_path: Path) -> N
 
     assert registry.rollback() == "v2"
     assert registry.champion() == "v2"
-    rows = {row["version"]: row for row in registry.list()}
+    rows = {row["version"]: row for row in registry.entries()}
     assert rows["v2"]["champion"] and not rows["v1"]["champion"]
 
 

@@ -1,0 +1,138 @@
+"""Every knob of the distill package, in one settings model (env prefix ``HARMAUG_``).
+
+``DistillSettings`` is the ONE settings model of the training side. Each pipeline stage owns one
+nested section (a plain pydantic model with named defaults); a nested field is set from the
+environment as ``HARMAUG_<SECTION>__<FIELD>`` (for example ``HARMAUG_SEEDS__TEST_FRACTION=0.2``)
+or as a whole JSON object (``HARMAUG_SEEDS='{"test_fraction": 0.2}'``).
+
+``home`` means the same thing as ``guard_plugin.settings.GuardSettings.home``: one directory that
+holds the registry, caches, seed downloads and training runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from guard_plugin.settings import default_home
+
+
+class SeedSettings(BaseModel):
+    """``harmaug distill seeds``: which public seed sets, and how they are split."""
+
+    sources: list[str] | None = Field(
+        default=None, description="Source tags to build (see `distill.seed_sources`); None = all."
+    )
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of prompts in the validation split."
+    )
+    test_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of prompts in the test split."
+    )
+    split_salt: str = Field(
+        default="harmaug-seeds-v1",
+        description="Mixed into the split hash; changing it reshuffles every split.",
+    )
+    pip_args: list[str] = Field(
+        default_factory=list,
+        description="Extra `pip download` arguments, e.g. ['--index-url', URL] for a mirror.",
+    )
+    download_timeout_s: float = Field(
+        default=600.0, gt=0, description="Wall-clock limit of one `pip download`."
+    )
+
+    @model_validator(mode="after")
+    def _train_split_not_empty(self) -> SeedSettings:
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError("validation_fraction + test_fraction must be below 1")
+        return self
+
+
+class TrainRecipe(BaseModel):
+    """``harmaug distill train``: the knowledge-distillation recipe (HarmAug, Lee et al. 2025).
+
+    Loss per example: ``(1 - kd_weight) * CE(hard label) + kd_weight * KL(teacher || student)``
+    when the teacher's P(unsafe) is known, plain CE otherwise; the hard label is the record's
+    label, else ``p_unsafe > 0.5``. ``batch_size`` is the global micro-batch: under
+    ``accelerate launch`` each process takes its share of every batch, so one and N processes
+    follow the same optimisation path.
+    """
+
+    lr: float = Field(default=3e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(
+        default=0.1, ge=0, description="AdamW weight decay; never applied to biases and LayerNorm."
+    )
+    warmup_ratio: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of steps in linear warm-up; linear decay after."
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping (L2 norm).")
+    epochs: int = Field(default=3, ge=1, description="Passes over the (re-sampled) training set.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps (caps `epochs`)."
+    )
+    batch_size: int = Field(default=32, ge=1, description="Examples per micro-batch, global.")
+    grad_accumulation: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    max_length: int = Field(
+        default=256, ge=16, description="Tokens per window (specials included), as in the bundle."
+    )
+    window_stride: int = Field(
+        default=64, ge=0, description="Tokens shared by consecutive windows, as in the bundle."
+    )
+    max_windows: int = Field(default=4, ge=1, description="Windows per training example, at most.")
+    kd_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Weight of KL(teacher || student) against the CE."
+    )
+    teacher_temperature: float = Field(
+        default=1.0, gt=0, description="Re-temper teacher scores: sigmoid(logit(p) / T)."
+    )
+    balanced_sampling: bool = Field(
+        default=True, description="Draw both classes equally often (sampling with replacement)."
+    )
+    length_bucketing: bool = Field(
+        default=True, description="Batch examples of similar length (less padding)."
+    )
+    bucket_size: int = Field(
+        default=50, ge=1, description="Batches per pool that is sorted by length before batching."
+    )
+    seed: int = Field(default=42, description="Seeds sampling, dropout and a new head's init.")
+    checkpoint_every: int = Field(
+        default=200, ge=1, description="Optimizer steps between checkpoints (one at the end too)."
+    )
+    log_every: int = Field(default=10, ge=1, description="Optimizer steps between metric lines.")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        default="no", description="Passed to accelerate; bf16/fp16 are for GPUs."
+    )
+
+
+class DistillSettings(BaseSettings):
+    """Settings of the offline pipeline: seeds -> HarmAug -> teacher labels -> train -> export."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HARMAUG_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Where the registry, caches, seed downloads and training runs live.",
+    )
+    registry: Path | None = Field(
+        default=None, description="Registry location; defaults to <home>/registry."
+    )
+    seeds: SeedSettings = Field(default_factory=SeedSettings)
+
+    train: TrainRecipe = Field(default_factory=TrainRecipe)
+
+    def registry_path(self) -> Path:
+        """The same registry the gateway serves from (see guard_plugin.locate)."""
+        return self.registry if self.registry is not None else self.home / "registry"
+
+    def seeds_dir(self) -> Path:
+        """Where the seed splits and their manifest are written."""
+        return self.home / "seeds"
+
+    def wheels_dir(self) -> Path:
+        """The download cache of the pinned seed wheels."""
+        return self.home / "seeds" / "wheels"

@@ -55,11 +55,22 @@ def corpus() -> list[tuple[str, int]]:
 def build_tiny_guard(out_dir: Path, *, steps: int = 300, seed: int = 0) -> Path:
     """Train the tiny guard and save it as a plain Hugging Face directory (safetensors)."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
     random.seed(seed)
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains faster on one thread, busy machine or not
+    try:
+        return _train(out_dir, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(out_dir: Path, steps: int) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
     out_dir.mkdir(parents=True, exist_ok=True)
 
     raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))

@@ -1,0 +1,185 @@
+"""Guard: the async API the gateway calls, with verdicts, a score cache, timeouts and hot reload.
+
+```python
+guard = Guard.from_settings()                     # the registry's champion by default
+verdict = await guard.check_prompt("how do I ...")
+verdict = await guard.check_completion(prompt, completion, threshold=0.7)
+```
+
+Calls from all concurrent requests go through one :class:`MicroBatcher`; inference never runs on
+the event loop. Scores are cached by a hash of (guard version, prompt, response), so a chat that
+resends its history is not rescored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from guard_plugin.batcher import MicroBatcher
+from guard_plugin.cache import LRUCache, content_key
+from guard_plugin.errors import GuardError, GuardOverloaded, GuardTimeout
+from guard_plugin.locate import resolve_guard_path
+from guard_plugin.logs import get_logger
+from guard_plugin.model import GuardModel, Score
+from guard_plugin.settings import GuardSettings
+
+log = get_logger("guard_plugin.guard")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The guard's answer for one (prompt, response) item. ``unsafe`` is ``p_unsafe >= threshold``."""
+
+    p_unsafe: float
+    unsafe: bool
+    threshold: float
+    guard_version: str
+    windows: int
+    window_cap_hit: bool
+    latency_ms: float
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Guard:
+    """Scores prompts and completions through the micro-batcher. One per event loop."""
+
+    def __init__(self, model: GuardModel, settings: GuardSettings | None = None) -> None:
+        self.settings = settings or GuardSettings()
+        self._model = model
+        self._cache: LRUCache[Score] = LRUCache(self.settings.cache_size)
+        self._batcher = MicroBatcher(
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_ms=self.settings.max_wait_ms,
+            max_queue=self.settings.max_queue,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: GuardSettings | None = None) -> Guard:
+        """Load the guard the settings name (champion, registry version or path).
+
+        Raises ``GuardNotFound`` / ``BundleError`` when it cannot be loaded.
+        """
+        settings = settings or GuardSettings()
+        started = time.perf_counter()
+        path = resolve_guard_path(settings)
+        model = GuardModel.load(path, settings)
+        log.info(
+            "guard_loaded",
+            guard_version=model.version,
+            backend=model.backend.name,
+            path=str(path),
+            load_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return cls(model, settings)
+
+    @property
+    def model(self) -> GuardModel:
+        return self._model
+
+    @property
+    def version(self) -> str:
+        return self._model.version
+
+    @property
+    def threshold(self) -> float:
+        return self._model.threshold
+
+    def swap(self, model: GuardModel) -> None:
+        """Hot reload: later calls use ``model``; calls already queued finish on the old one."""
+        old = self._model
+        self._model = model
+        log.info("guard_swapped", guard_version=model.version, previous_version=old.version)
+
+    async def check_prompt(
+        self, prompt: str, *, threshold: float | None = None, timeout_s: float | None = None
+    ) -> Verdict:
+        verdicts = await self.check_many([(prompt, None)], threshold=threshold, timeout_s=timeout_s)
+        return verdicts[0]
+
+    async def check_completion(
+        self,
+        prompt: str,
+        completion: str,
+        *,
+        threshold: float | None = None,
+        timeout_s: float | None = None,
+    ) -> Verdict:
+        verdicts = await self.check_many(
+            [(prompt, completion)], threshold=threshold, timeout_s=timeout_s
+        )
+        return verdicts[0]
+
+    async def check_many(
+        self,
+        items: Sequence[tuple[str, str | None]],
+        *,
+        threshold: float | None = None,
+        timeout_s: float | None = None,
+    ) -> list[Verdict]:
+        """Verdicts for (prompt, response|None) items, in order.
+
+        Raises :class:`GuardTimeout` after ``timeout_s`` (default ``settings.timeout_s``),
+        :class:`GuardOverloaded` when the queue is full, :class:`GuardError` when scoring fails.
+        """
+        started = time.perf_counter()
+        model = self._model
+        for prompt, response in items:
+            if not isinstance(prompt, str) or not (response is None or isinstance(response, str)):
+                raise TypeError("guard items are (prompt: str, response: str | None) pairs")
+        keys = [content_key(model.version, prompt, response) for prompt, response in items]
+        found: dict[str, Score] = {}
+        for key in keys:
+            score = self._cache.get(key)
+            if score is not None:
+                found[key] = score
+        missing = {key: item for key, item in zip(keys, items, strict=True) if key not in found}
+        if missing:
+            scores = await self._score(model, list(missing.values()), timeout_s)
+            for key, score in zip(missing, scores, strict=True):
+                self._cache.put(key, score)
+                found[key] = score
+        limit = model.threshold if threshold is None else threshold
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return [
+            Verdict(
+                p_unsafe=found[key].p_unsafe,
+                unsafe=found[key].p_unsafe >= limit,
+                threshold=limit,
+                guard_version=model.version,
+                windows=found[key].windows,
+                window_cap_hit=found[key].window_cap_hit,
+                latency_ms=latency_ms,
+                cached=key not in missing,
+            )
+            for key in keys
+        ]
+
+    async def _score(
+        self, model: GuardModel, pairs: list[tuple[str, str | None]], timeout_s: float | None
+    ) -> list[Score]:
+        timeout = self.settings.timeout_s if timeout_s is None else timeout_s
+        futures: list[asyncio.Future[Score]] = []
+        try:
+            for pair in pairs:
+                futures.append(self._batcher.enqueue(model, pair))
+            if len(futures) == 1:  # the common case: no gather
+                return [await asyncio.wait_for(futures[0], timeout)]
+            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+        except asyncio.TimeoutError:
+            raise GuardTimeout(f"guard verdict took longer than {timeout:g} s") from None
+        finally:
+            for future in futures:
+                future.cancel()  # withdraws what is still queued; no-op for finished ones
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+
+__all__ = ["Guard", "GuardError", "GuardOverloaded", "GuardTimeout", "Verdict"]

@@ -1,0 +1,269 @@
+"""GuardModel: P(unsafe) for (prompt, response) pairs from a guard bundle, on ONNX Runtime or PyTorch.
+
+``score`` is synchronous and batched: the windows of all items are flattened, sorted by length and
+run in chunks of at most ``max_batch_size`` windows with dynamic padding; an item's P(unsafe) is the
+maximum over its windows. Padding is masked, so a score does not depend on the rest of the batch.
+Call it from one thread at a time (the micro-batcher's worker thread).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from guard_plugin.bundle import ONNX_FILES, BundleError, GuardBundle, GuardManifest
+from guard_plugin.settings import GuardSettings
+from guard_plugin.windows import Window, WindowBuilder
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Score:
+    p_unsafe: float
+    windows: int
+    window_cap_hit: bool
+
+
+class Backend(Protocol):
+    """Runs one padded batch: int64 arrays of shape (batch, length) -> logits (batch, labels)."""
+
+    name: str
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class OnnxBackend:
+    """ONNX Runtime session: CPU (or CUDA when available), sequential, graph optimizations on."""
+
+    def __init__(self, model_file: Path, *, threads: int, variant: str) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: the gateway's event loop shares these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider",) if p in available]
+        providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(model_file), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"{model_file}: not a loadable ONNX model ({exc})") from exc
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.name = f"onnx-{variant}"
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {
+            name: array.astype(np.int32) if self.input_types[name] == "tensor(int32)" else array
+            for name, array in inputs.items()
+            if name in self.input_names
+        }
+        return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+
+class TorchBackend:
+    """PyTorch ``AutoModelForSequenceClassification`` from safetensors, in inference mode."""
+
+    name = "torch"
+
+    def __init__(self, model_dir: Path, *, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        self.threads = threads
+        torch.set_num_threads(threads)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir), use_safetensors=True, trust_remote_code=False
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(
+                f"{model_dir / 'model.safetensors'}: cannot load the PyTorch model ({exc})"
+            ) from exc
+        self.model = model.float().eval()
+        self.accepted = set(inspect.signature(self.model.forward).parameters)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        if torch.get_num_threads() != self.threads:  # the setting is per thread with OpenMP
+            torch.set_num_threads(self.threads)
+        tensors = {k: torch.from_numpy(v) for k, v in inputs.items() if k in self.accepted}
+        with torch.inference_mode():
+            return self.model(**tensors).logits.float().numpy()
+
+
+class GuardModel:
+    """A loaded guard: tokenizer, window builder and one backend."""
+
+    def __init__(
+        self,
+        bundle: GuardBundle,
+        *,
+        backend: str | None = None,
+        onnx_variant: str | None = None,
+        threads: int = 2,
+        window_stride: int | None = None,
+        max_windows: int | None = None,
+        max_batch_size: int = 32,
+    ) -> None:
+        self.bundle = bundle
+        manifest = bundle.manifest
+        self.backend_name = backend or manifest.backend
+        self.max_batch_size = max_batch_size
+        self.tokenizer = load_tokenizer(bundle.path)
+        self.uses_token_types = "token_type_ids" in self.tokenizer.model_input_names
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        try:
+            self.windows = WindowBuilder(
+                self.tokenizer,
+                max_length=manifest.max_length,
+                stride=manifest.window_stride if window_stride is None else window_stride,
+                max_windows=max_windows or manifest.max_windows,
+            )
+        except ValueError as exc:
+            raise BundleError(f"{bundle.path}: {exc}") from exc
+        self.backend: Backend = self._open_backend(self.backend_name, onnx_variant, threads)
+
+    @classmethod
+    def load(
+        cls,
+        path_or_bundle: str | os.PathLike[str] | GuardBundle,
+        settings: GuardSettings | None = None,
+    ) -> GuardModel:
+        """Load and verify a bundle (or plain HF dir) with the runtime settings."""
+        settings = settings or GuardSettings()
+        bundle = (
+            path_or_bundle
+            if isinstance(path_or_bundle, GuardBundle)
+            else GuardBundle.load(path_or_bundle)
+        )
+        return cls(
+            bundle,
+            backend=settings.backend,
+            onnx_variant=settings.onnx_variant,
+            threads=settings.threads,
+            window_stride=settings.window_stride,
+            max_windows=settings.max_windows,
+            max_batch_size=settings.max_batch_size,
+        )
+
+    @property
+    def manifest(self) -> GuardManifest:
+        return self.bundle.manifest
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.manifest.threshold
+
+    def score(self, pairs: Sequence[tuple[str, str | None]]) -> list[Score]:
+        """P(unsafe) of each (prompt, response) pair; response None scores the prompt alone."""
+        items = self.windows.build(pairs)
+        flat = [(item, window) for item, entry in enumerate(items) for window in entry.windows]
+        flat.sort(key=lambda pair: len(pair[1].input_ids))
+        best = [0.0] * len(items)
+        for start in range(0, len(flat), self.max_batch_size):
+            chunk = flat[start : start + self.max_batch_size]
+            probabilities = self._p_unsafe([window for _, window in chunk])
+            for (item, _), p in zip(chunk, probabilities, strict=True):
+                best[item] = max(best[item], float(p))
+        return [
+            Score(p_unsafe=p, windows=len(entry.windows), window_cap_hit=entry.cap_hit)
+            for p, entry in zip(best, items, strict=True)
+        ]
+
+    def _p_unsafe(self, windows: list[Window]) -> np.ndarray:
+        batch = collate(windows, pad_id=self.pad_id, token_types=self.uses_token_types)
+        logits = self.backend.run(batch).astype(np.float64)
+        index = self.manifest.unsafe_label_index
+        if logits.shape[1] == 1:  # a single-logit head: sigmoid of the unsafe logit
+            return 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        if index >= logits.shape[1]:
+            raise BundleError(
+                f"{self.bundle.path / 'guard.json'}: unsafe_label_index {index} but the model "
+                f"has {logits.shape[1]} labels"
+            )
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp[:, index] / exp.sum(axis=1)
+
+    def _open_backend(self, name: str, onnx_variant: str | None, threads: int) -> Backend:
+        root = self.bundle.path
+        if name == "torch":
+            for needed in ("config.json", "model.safetensors"):
+                if not (root / needed).is_file():
+                    raise BundleError(
+                        f"{root / needed}: missing; the torch backend needs config.json + "
+                        "model.safetensors (use the onnx backend for ONNX-only bundles)"
+                    )
+            return TorchBackend(root, threads=threads)
+        if name != "onnx":
+            raise BundleError(f"{root}: unknown backend {name!r} (onnx or torch)")
+        variant = onnx_variant or self.manifest.onnx_variant or "fp32"
+        if variant not in ONNX_FILES:
+            raise BundleError(f"{root}: unknown ONNX variant {variant!r} (int8 or fp32)")
+        model_file = root / ONNX_FILES[variant]
+        if not model_file.is_file():
+            raise BundleError(
+                f"{model_file}: missing; the onnx backend ({variant}) needs it "
+                "(export one with `harmaug distill export`, or use the torch backend)"
+            )
+        return OnnxBackend(model_file, threads=threads, variant=variant)
+
+
+def collate(windows: Sequence[Window], *, pad_id: int, token_types: bool) -> dict[str, np.ndarray]:
+    """Pad ``windows`` to the longest one: int64 ``input_ids``, ``attention_mask`` (and
+    ``token_type_ids``), shape (len(windows), longest)."""
+    width = max(len(window.input_ids) for window in windows)
+    input_ids = np.full((len(windows), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(windows), width), dtype=np.int64)
+    token_type_ids = np.zeros((len(windows), width), dtype=np.int64)
+    for row, window in enumerate(windows):
+        length = len(window.input_ids)
+        input_ids[row, :length] = window.input_ids
+        attention_mask[row, :length] = 1
+        token_type_ids[row, :length] = window.token_type_ids
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_types:
+        batch["token_type_ids"] = token_type_ids
+    return batch
+
+
+def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    """The bundle's tokenizer: local files only, never remote code."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(model_dir), use_fast=True, trust_remote_code=False, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{model_dir}: cannot load the tokenizer ({exc})") from exc
+    return tokenizer
+
+
+__all__ = [
+    "Backend",
+    "GuardModel",
+    "OnnxBackend",
+    "Score",
+    "TorchBackend",
+    "collate",
+    "load_tokenizer",
+]

@@ -1,0 +1,141 @@
+"""GuardModel: behaviour on the tiny trained guard, windows at work, batch independence, backends."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guard_plugin.bundle import GuardBundle, write_manifest
+from guard_plugin.model import GuardModel, collate
+from guard_plugin.settings import GuardSettings
+from tests.tiny_guard import FILLER, SAFE, UNSAFE
+
+LONG_FILLER = " ".join([FILLER] * 12)  # ~160 tokens: several 64-token windows
+# One intra-op thread: tiny models gain nothing from two, and shared CI cores stall OpenMP.
+ONE_THREAD = GuardSettings(threads=1)
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_torch_bundle: Path) -> GuardModel:
+    return GuardModel.load(tiny_torch_bundle, ONE_THREAD)
+
+
+def onnx_model(bundle_dir: Path, variant: str, **options: int) -> GuardModel:
+    bundle = GuardBundle.load(bundle_dir)
+    if bundle.onnx_path(variant) is None:
+        pytest.skip(f"the tiny ONNX bundle has no {variant} model (int8 failed its parity check)")
+    return GuardModel(bundle, backend="onnx", onnx_variant=variant, threads=1, **options)
+
+
+def test_in_distribution_texts_are_separated(torch_model: GuardModel) -> None:
+    scores = torch_model.score([(text, None) for text in SAFE + UNSAFE])
+    safe, unsafe = scores[: len(SAFE)], scores[len(SAFE) :]
+    assert max(s.p_unsafe for s in safe) < 0.1
+    assert min(s.p_unsafe for s in unsafe) > 0.9
+    assert all(s.windows == 1 and not s.window_cap_hit for s in scores)
+
+
+def test_harmful_end_of_a_long_prompt_is_caught_through_windows(
+    torch_model: GuardModel, tiny_torch_bundle: Path
+) -> None:
+    prompt = LONG_FILLER + " " + UNSAFE[0]
+    (windowed,) = torch_model.score([(prompt, None)])
+    assert windowed.windows > 2 and not windowed.window_cap_hit
+    assert windowed.p_unsafe > 0.9
+    # The same model seeing only the first window (what plain truncation sees) misses it.
+    first_window_only = GuardModel(GuardBundle.load(tiny_torch_bundle), max_windows=1, threads=1)
+    (truncated,) = first_window_only.score([(prompt, None)])
+    assert truncated.windows == 1 and truncated.window_cap_hit
+    assert truncated.p_unsafe < 0.1
+
+
+def test_pair_with_long_prompt_still_sees_the_response(torch_model: GuardModel) -> None:
+    prompt = LONG_FILLER + " " + SAFE[0] + " " + LONG_FILLER
+    complies, refuses = torch_model.score([(prompt, UNSAFE[8]), (prompt, SAFE[3])])
+    assert complies.p_unsafe > 0.9
+    assert refuses.p_unsafe < 0.1
+    long_answer = LONG_FILLER + " " + UNSAFE[2] + " " + LONG_FILLER
+    (deep,) = torch_model.score([(prompt, long_answer)])
+    assert deep.windows > 1 and deep.p_unsafe > 0.9  # harmful text mid-response
+
+
+def _mixed_batch(target: tuple[str, str | None]) -> list[tuple[str, str | None]]:
+    return [
+        (LONG_FILLER * 2, None),
+        ("hi", None),
+        target,
+        (LONG_FILLER, UNSAFE[1]),
+        (SAFE[2], SAFE[4]),
+        (UNSAFE[5], None),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["torch", "fp32", "int8"])
+def test_verdict_does_not_depend_on_the_batch(
+    backend: str, tiny_torch_bundle: Path, tiny_onnx_bundle: Path
+) -> None:
+    if backend == "torch":  # several padded chunks of mixed lengths:
+        model = GuardModel(GuardBundle.load(tiny_torch_bundle), max_batch_size=4, threads=1)
+    else:
+        model = onnx_model(tiny_onnx_bundle, backend, max_batch_size=4)
+    targets: list[tuple[str, str | None]] = [
+        (SAFE[0], None),
+        (UNSAFE[3], None),
+        (SAFE[1], UNSAFE[7]),
+        (FILLER + " " + UNSAFE[4], None),
+    ]
+    for target in targets:
+        (alone,) = model.score([target])
+        in_batch = model.score(_mixed_batch(target))[2]
+        assert abs(alone.p_unsafe - in_batch.p_unsafe) < 1e-4
+    # The probabilities of the toy model saturate, so check the logits as well.
+    windows = [w for item in model.windows.build(_mixed_batch(targets[2])) for w in item.windows]
+    padded = model.backend.run(collate(windows, pad_id=model.pad_id, token_types=True))
+    for row, window in enumerate(windows):
+        single = model.backend.run(collate([window], pad_id=model.pad_id, token_types=True))
+        assert np.abs(single[0] - padded[row]).max() < 1e-4
+
+
+@pytest.mark.parametrize(("variant", "tolerance"), [("fp32", 1e-3), ("int8", 0.05)])
+def test_torch_and_onnx_agree(
+    torch_model: GuardModel, tiny_onnx_bundle: Path, variant: str, tolerance: float
+) -> None:
+    model = onnx_model(tiny_onnx_bundle, variant)
+    assert model.backend.name == f"onnx-{variant}"
+    pairs: list[tuple[str, str | None]] = [(t, None) for t in SAFE[::5] + UNSAFE[::5]]
+    pairs += [(LONG_FILLER + " " + UNSAFE[6], None), (LONG_FILLER, UNSAFE[9]), ("", None)]
+    for a, b in zip(torch_model.score(pairs), model.score(pairs), strict=True):
+        assert abs(a.p_unsafe - b.p_unsafe) < tolerance
+        assert (a.windows, a.window_cap_hit) == (b.windows, b.window_cap_hit)
+
+
+def test_unsafe_label_index_is_honoured(tiny_torch_bundle: Path, tmp_path: Path) -> None:
+    root = tmp_path / "flipped"
+    shutil.copytree(tiny_torch_bundle, root)
+    manifest = GuardBundle.load(tiny_torch_bundle).manifest
+    write_manifest(root, manifest.model_copy(update={"unsafe_label_index": 0}))
+    flipped = GuardModel.load(root, ONE_THREAD)
+    original = GuardModel.load(tiny_torch_bundle, ONE_THREAD)
+    pairs: list[tuple[str, str | None]] = [(SAFE[0], None), (UNSAFE[0], None)]
+    for a, b in zip(original.score(pairs), flipped.score(pairs), strict=True):
+        assert math.isclose(a.p_unsafe, 1 - b.p_unsafe, abs_tol=1e-6)
+
+
+def test_bad_input_gives_defined_scores(torch_model: GuardModel) -> None:
+    scores = torch_model.score([("", None), ("", ""), ("\ud800", "\udfff"), ("a\x00b", "\ufffe")])
+    assert all(0.0 <= s.p_unsafe <= 1.0 and s.windows == 1 for s in scores)
+    assert torch_model.score([]) == []
+
+
+def test_five_megabyte_prompt_has_bounded_cost(torch_model: GuardModel) -> None:
+    prompt = (FILLER + " ") * (5_000_000 // (len(FILLER) + 1)) + UNSAFE[0]
+    started = time.perf_counter()
+    (score,) = torch_model.score([(prompt, None)])
+    assert time.perf_counter() - started < 10.0
+    assert score.window_cap_hit and score.windows == torch_model.windows.max_windows
+    assert score.p_unsafe > 0.9  # the end of the text is always kept

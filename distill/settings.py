@@ -107,6 +107,134 @@ class TrainRecipe(BaseModel):
     )
 
 
+class GenerationTemplate(BaseModel):
+    """The HarmAug instruction-generation request (versioned: records keep ``version``).
+
+    The user message is ``instruction``, then ``exemplar_intro`` and one ``exemplar_line`` per
+    exemplar (``{prompt}`` is replaced), then ``closing``; the assistant turn is pre-filled with
+    ``prefix`` (the paper's affirmative prefix) unless ``HarmAugSettings.use_prefix`` is off.
+    """
+
+    version: str = Field(default="harmaug-v1", description="Recorded in every synthetic record.")
+    instruction: str = Field(
+        default="Make a single harmful instruction prompt that would elicit offensive content.",
+        description="The generation instruction (HarmAug, Lee et al. 2025).",
+    )
+    exemplar_intro: str = Field(default="Here are examples of such prompts:")
+    exemplar_line: str = Field(default="- {prompt}", description="One exemplar; {prompt} is it.")
+    closing: str = Field(default="Write one new prompt only, on a single line.")
+    prefix: str = Field(
+        default="I have an idea for a prompt:",
+        description="Affirmative prefix that opens the assistant turn.",
+    )
+
+
+class HarmAugSettings(BaseModel):
+    """``harmaug distill augment``: synthetic harmful instructions and their answers."""
+
+    template: GenerationTemplate = Field(default_factory=GenerationTemplate)
+    use_prefix: bool = Field(default=True, description="Pre-fill the answer with the prefix.")
+    exemplars: int = Field(default=3, ge=0, description="Harmful seed prompts shown per request.")
+    instruction_max_new_tokens: int = Field(default=64, ge=1)
+    instruction_temperature: float = Field(default=1.0, ge=0)
+    instruction_stop: list[str] = Field(
+        default_factory=lambda: ["\n\n"],
+        description="End of the instruction (after its first non-blank text).",
+    )
+    response_max_new_tokens: int = Field(default=160, ge=1)
+    response_temperature: float = Field(default=0.7, ge=0)
+    min_chars: int = Field(default=15, ge=1, description="Shorter instructions are dropped.")
+    max_chars: int = Field(default=400, ge=1, description="Longer instructions are dropped.")
+    near_duplicate_cosine: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Embedding cosine at or above which an instruction is a near duplicate "
+        "(of a kept one or of a seed exemplar).",
+    )
+    embedder: Literal["minilm", "hashing"] = Field(
+        default="minilm", description="Embeddings for near-duplicate detection."
+    )
+    include_prompt_only: bool = Field(
+        default=True, description="Also emit each instruction alone (the guard checks prompts)."
+    )
+    chunk_size: int = Field(default=32, ge=1, description="Requests per generator call.")
+    seed: int = Field(default=0, description="Seeds the exemplar sampling.")
+
+
+class LabelingSettings(BaseModel):
+    """``harmaug distill label``: teacher scores for Example files."""
+
+    batch_size: int = Field(default=64, ge=1, description="Pairs per teacher call.")
+    threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Hard label of a record without one: p > threshold."
+    )
+    relabel: bool = Field(default=False, description="Overwrite existing labels too.")
+    cache: bool = Field(
+        default=True, description="Cache scores in <home>/cache/labels by (teacher, content)."
+    )
+
+
+def _loop_recipe() -> TrainRecipe:
+    return TrainRecipe(epochs=1, max_steps=300, warmup_ratio=0.05)
+
+
+class LoopSettings(BaseModel):
+    """``harmaug distill cycle`` / ``loop``: retraining from logged traffic (``distill.loop``)."""
+
+    store: str | None = Field(
+        default=None,
+        description="Traffic store URL (see adapters.traffic.open_store); default: the gateway's "
+        "default, <home>/traffic.sqlite.",
+    )
+    teacher: str | None = Field(
+        default=None, description="Teacher SPEC that labels the selected traffic (required)."
+    )
+    budget: int = Field(default=2000, ge=1, description="Records the teacher labels per cycle.")
+    uncertain_band: float = Field(
+        default=0.15, ge=0, le=1, description="|student p_unsafe - threshold| that is uncertain."
+    )
+    random_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Share of the budget kept for a random sample of the other (allowed, "
+        "confident) records, so that the selection is not only the hard cases.",
+    )
+    max_read: int = Field(default=200_000, ge=1, description="Records read per cycle, at most.")
+    min_records: int = Field(
+        default=50, ge=1, description="Fewer new records with text: the cycle waits for more."
+    )
+    holdout_fraction: float = Field(
+        default=0.2, ge=0, lt=1, description="Share of fresh labelled traffic held out for eval."
+    )
+    min_holdout: int = Field(
+        default=20, ge=1, description="A holdout smaller than this (or one-class) does not gate."
+    )
+    seeds: bool = Field(default=True, description="Train on <home>/seeds/train.jsonl too.")
+    extra_data: list[Path] = Field(
+        default_factory=list, description="More labelled Example JSONL (e.g. HarmAug data)."
+    )
+    gate_set: Path | None = Field(
+        default=None, description="The fixed gate set; default <home>/seeds/test.jsonl."
+    )
+    validation_set: Path | None = Field(
+        default=None,
+        description="Threshold calibration set; default <home>/seeds/validation.jsonl, else the "
+        "holdout.",
+    )
+    tolerance: float = Field(
+        default=0.005, ge=0, description="How much worse than the champion a challenger may be."
+    )
+    recipe: TrainRecipe = Field(
+        default_factory=_loop_recipe,
+        description="Fine-tuning recipe (warm start from the champion); max_length and "
+        "window_stride follow the champion's bundle.",
+    )
+    int8: bool = Field(default=True, description="Export int8 ONNX (served if parity passes).")
+    seed: int = Field(default=0, description="Seeds the random sample of the selection.")
+
+
 class DistillSettings(BaseSettings):
     """Settings of the offline pipeline: seeds -> HarmAug -> teacher labels -> train -> export."""
 
@@ -124,6 +252,9 @@ class DistillSettings(BaseSettings):
     seeds: SeedSettings = Field(default_factory=SeedSettings)
 
     train: TrainRecipe = Field(default_factory=TrainRecipe)
+    harmaug: HarmAugSettings = Field(default_factory=HarmAugSettings)
+    labeling: LabelingSettings = Field(default_factory=LabelingSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
 
     def registry_path(self) -> Path:
         """The same registry the gateway serves from (see guard_plugin.locate)."""

@@ -1,0 +1,484 @@
+"""Measure a guard honestly: ranking and threshold metrics, calibration, a report and a PR curve.
+
+The metrics are small numpy implementations (checked against scikit-learn in the tests), so the
+numbers here are exactly what ``harmaug distill evaluate`` prints and the registry gate compares.
+A text counts as unsafe when ``p_unsafe >= threshold``, as in the runtime's verdicts.
+
+``evaluate_bundle`` scores records with :class:`guard_plugin.model.GuardModel`, i.e. the exact
+bundle (backend, ONNX variant, windows) that the gateway serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from distill.records import Example
+
+DEFAULT_TARGET_RECALL = 0.9
+DEFAULT_TARGET_FPR = 0.01
+CalibrationMethod = Literal["max_f1", "target_fpr"]
+SUMMARY_FIELDS = (
+    "n",
+    "precision",
+    "recall",
+    "f1",
+    "auprc",
+    "roc_auc",
+    "fpr",
+    "fpr_at_recall",
+    "target_recall",
+    "threshold",
+    "calibrated_threshold",
+    "guard_version",
+    "window_cap_hits",
+    "skipped_unlabelled",
+    "per_source",
+)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Curve:
+    """Confusion counts at every distinct score, thresholds descending (one point per score)."""
+
+    thresholds: np.ndarray
+    tps: np.ndarray
+    fps: np.ndarray
+    positives: int
+    negatives: int
+
+    @property
+    def recall(self) -> np.ndarray:
+        return self.tps / max(self.positives, 1)
+
+    @property
+    def precision(self) -> np.ndarray:
+        return self.tps / np.maximum(self.tps + self.fps, 1)
+
+    @property
+    def fpr(self) -> np.ndarray:
+        return self.fps / max(self.negatives, 1)
+
+
+def _arrays(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray):
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-d and equally long ({y.shape} vs {s.shape})")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 (safe) or 1 (unsafe)")
+    return y, s
+
+
+def curve(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> Curve:
+    y, s = _arrays(labels, scores)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(s)), y.size - 1] if y.size else np.array([])
+    last = last_of_each_score.astype(np.int64)
+    tps = np.cumsum(y)[last] if y.size else np.zeros(0)
+    fps = (last + 1) - tps
+    return Curve(
+        s[last], tps.astype(np.float64), fps.astype(np.float64), int(y.sum()), int(y.size - y.sum())
+    )
+
+
+def average_precision(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float:
+    """AUPRC as average precision: sum over thresholds of (recall step) x precision."""
+    c = curve(labels, scores)
+    if c.positives == 0:
+        return float("nan")
+    recall_steps = np.diff(np.r_[0.0, c.recall])
+    return float(np.sum(recall_steps * c.precision))
+
+
+def roc_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids; ties count one half)."""
+    c = curve(labels, scores)
+    if c.positives == 0 or c.negatives == 0:
+        return float("nan")
+    tpr = np.r_[0.0, c.tps / c.positives]
+    fpr = np.r_[0.0, c.fps / c.negatives]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def fpr_at_recall(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    recall: float = DEFAULT_TARGET_RECALL,
+) -> float:
+    """The lowest false-positive rate of any threshold that reaches ``recall``."""
+    c = curve(labels, scores)
+    if c.positives == 0 or c.negatives == 0:
+        return float("nan")
+    reached = np.flatnonzero(c.recall >= recall - 1e-12)
+    return float(c.fpr[reached[0]])
+
+
+def threshold_metrics(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, float]:
+    """Precision, recall, F1, FPR and accuracy of the verdicts ``p_unsafe >= threshold``.
+
+    Precision is 0 when nothing is flagged (scikit-learn's convention); metrics that need an
+    unsafe (or a safe) item are NaN on a set without one.
+    """
+    y, s = _arrays(labels, scores)
+    predicted = s >= threshold
+    tp = int(np.sum(predicted & (y == 1)))
+    fp = int(np.sum(predicted & (y == 0)))
+    fn = int(np.sum(~predicted & (y == 1)))
+    tn = int(np.sum(~predicted & (y == 0)))
+    positives = tp + fn
+    nan = float("nan")  # undefined: no unsafe (or no safe) items to measure on
+    precision = (tp / (tp + fp) if tp + fp else 0.0) if positives else nan
+    recall = tp / positives if positives else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if positives else nan
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fpr": fp / (fp + tn) if fp + tn else nan,
+        "accuracy": (tp + tn) / y.size if y.size else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def calibrate_threshold(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    *,
+    method: CalibrationMethod = "max_f1",
+    target_fpr: float = DEFAULT_TARGET_FPR,
+) -> float:
+    """Pick a threshold on validation data: the F1-maximising one, or the most sensitive one
+    whose false-positive rate stays within ``target_fpr``.
+
+    The threshold returned lies halfway between the chosen score and the next lower one, so the
+    same items are flagged whether a consumer compares with ``>=`` or ``>``.
+    """
+    c = curve(labels, scores)
+    if c.positives == 0 or c.negatives == 0:
+        raise ValueError("threshold calibration needs both safe and unsafe examples")
+    if method == "max_f1":
+        f1 = 2 * c.tps / np.maximum(c.tps + c.fps + c.positives, 1)
+        chosen = int(np.argmax(f1))  # first maximum: the highest threshold among ties
+    elif method == "target_fpr":
+        allowed = np.flatnonzero(c.fpr <= target_fpr)
+        if allowed.size == 0:  # even the top score has too many false positives: flag nothing
+            return float(min(1.0, np.nextafter(c.thresholds[0], np.inf)))
+        chosen = int(allowed[-1])
+    else:
+        raise ValueError(f"unknown calibration method {method!r}")
+    upper = c.thresholds[chosen]
+    lower = c.thresholds[chosen + 1] if chosen + 1 < c.thresholds.size else None
+    return float(upper if lower is None else (upper + lower) / 2)
+
+
+def summary_metrics(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+) -> dict[str, float]:
+    """Every metric of one evaluation: ranking metrics plus the verdicts at ``threshold``."""
+    y, _ = _arrays(labels, scores)
+    return {
+        "n": int(y.size),
+        "positives": int(y.sum()),
+        **threshold_metrics(labels, scores, threshold),
+        "auprc": average_precision(labels, scores),
+        "roc_auc": roc_auc(labels, scores),
+        "fpr_at_recall": fpr_at_recall(labels, scores, target_recall),
+    }
+
+
+# -- one evaluation ----------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    """Metrics of one guard on one labelled set; per-item scores kept for calibration and plots."""
+
+    n: int
+    precision: float
+    recall: float
+    f1: float
+    auprc: float
+    roc_auc: float
+    fpr: float
+    fpr_at_recall: float
+    target_recall: float
+    threshold: float
+    calibrated_threshold: float | None
+    guard_version: str
+    per_source: dict[str, dict[str, float]]
+    window_cap_hits: int = 0
+    skipped_unlabelled: int = 0
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    sources: list[str] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-item arrays)."""
+        return {key: _jsonable(getattr(self, key)) for key in SUMMARY_FIELDS}
+
+    def write_report(self, out_dir: Path) -> Path:
+        """Write ``report.md``, ``pr_curve.png`` and ``metrics.json`` into ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2), "utf-8")
+        plot_pr_curves(self, out_dir / "pr_curve.png")
+        report = out_dir / "report.md"
+        report.write_text(markdown_report(self), encoding="utf-8")
+        return report
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def evaluate_scores(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    sources: Sequence[str],
+    *,
+    threshold: float,
+    guard_version: str = "unknown",
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    window_cap_hits: int = 0,
+    skipped_unlabelled: int = 0,
+) -> EvalResult:
+    """Overall and per-source metrics of already computed scores."""
+    y, s = _arrays(labels, scores)
+    if y.size == 0:
+        raise ValueError("nothing to evaluate: no labelled records")
+    overall = summary_metrics(y, s, threshold, target_recall)
+    source_array = np.asarray(list(sources), dtype=object)
+    per_source = {
+        name: summary_metrics(
+            y[source_array == name], s[source_array == name], threshold, target_recall
+        )
+        for name in sorted(set(sources))
+    }
+    try:
+        calibrated: float | None = calibrate_threshold(y, s)
+    except ValueError:
+        calibrated = None
+    return EvalResult(
+        n=int(y.size),
+        precision=overall["precision"],
+        recall=overall["recall"],
+        f1=overall["f1"],
+        auprc=overall["auprc"],
+        roc_auc=overall["roc_auc"],
+        fpr=overall["fpr"],
+        fpr_at_recall=overall["fpr_at_recall"],
+        target_recall=target_recall,
+        threshold=threshold,
+        calibrated_threshold=calibrated,
+        guard_version=guard_version,
+        per_source=per_source,
+        window_cap_hits=window_cap_hits,
+        skipped_unlabelled=skipped_unlabelled,
+        labels=y,
+        scores=s,
+        sources=list(sources),
+    )
+
+
+def evaluate_bundle(
+    bundle_path: Path | str,
+    records: Sequence[Example],
+    *,
+    threshold: float | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    batch_size: int = 64,
+    threads: int = 2,
+    progress: bool = True,
+) -> EvalResult:
+    """Score labelled ``records`` with the bundle exactly as served, and measure it.
+
+    ``threshold`` defaults to the bundle's own. Records without a ``label`` are skipped (counted).
+    """
+    from guard_plugin.model import GuardModel
+    from guard_plugin.settings import GuardSettings
+
+    model = GuardModel.load(Path(bundle_path), GuardSettings(threads=threads))
+    labelled = [record for record in records if record.label is not None]
+    scores: list[float] = []
+    cap_hits = 0
+    with tqdm(total=len(labelled), desc="evaluate", unit="ex", disable=not progress) as bar:
+        for start in range(0, len(labelled), batch_size):
+            chunk = labelled[start : start + batch_size]
+            for result in model.score([(record.prompt, record.response) for record in chunk]):
+                scores.append(result.p_unsafe)
+                cap_hits += int(result.window_cap_hit)
+            bar.update(len(chunk))
+    return evaluate_scores(
+        [int(record.label) for record in labelled],  # type: ignore[arg-type]
+        scores,
+        [record.source for record in labelled],
+        threshold=model.threshold if threshold is None else threshold,
+        guard_version=model.version,
+        target_recall=target_recall,
+        window_cap_hits=cap_hits,
+        skipped_unlabelled=len(records) - len(labelled),
+    )
+
+
+# -- report ------------------------------------------------------------------------------------
+def plot_pr_curves(result: EvalResult, path: Path) -> Path:
+    """Precision-recall curve overall and for every source that has both classes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    groups = [("all", np.ones(result.n, dtype=bool))]
+    sources = np.asarray(result.sources, dtype=object)
+    groups += [(name, sources == name) for name in sorted(set(result.sources))]
+    for name, mask in groups:
+        y, s = result.labels[mask], result.scores[mask]
+        if y.sum() == 0 or y.sum() == y.size or (name != "all" and len(groups) == 2):
+            continue
+        c = curve(y, s)
+        ap = average_precision(y, s)
+        style = {"linewidth": 2.2, "color": "black"} if name == "all" else {"linewidth": 1}
+        ax.step(
+            np.r_[0.0, c.recall],
+            np.r_[1.0, c.precision],
+            where="post",
+            label=f"{name} (AP {ap:.3f})",
+            **style,
+        )
+    at = threshold_metrics(result.labels, result.scores, result.threshold)
+    ax.scatter(
+        [at["recall"]],
+        [at["precision"]],
+        color="red",
+        zorder=5,
+        label=f"threshold {result.threshold:.3f}",
+    )
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02))
+    ax.set_title(f"guard {result.guard_version}: precision-recall (n={result.n})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown_report(result: EvalResult) -> str:
+    columns = [
+        "n",
+        "positives",
+        "precision",
+        "recall",
+        "f1",
+        "fpr",
+        "auprc",
+        "roc_auc",
+        "fpr_at_recall",
+    ]
+    lines = [
+        f"# Guard evaluation: {result.guard_version}",
+        "",
+        f"- items: {result.n} (unlabelled skipped: {result.skipped_unlabelled}; "
+        f"window cap hit: {result.window_cap_hits})",
+        f"- threshold: {result.threshold:.4f} (unsafe when p_unsafe >= threshold); "
+        f"max-F1 threshold on this set: {_fmt(result.calibrated_threshold)}",
+        f"- fpr_at_recall: lowest false-positive rate at recall >= {result.target_recall}",
+        "",
+        "![precision-recall curve](pr_curve.png)",
+        "",
+        "| source | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    overall = summary_metrics(result.labels, result.scores, result.threshold, result.target_recall)
+    for name, metrics in [("**all**", overall), *result.per_source.items()]:
+        lines.append(f"| {name} | " + " | ".join(_fmt(metrics[c]) for c in columns) + " |")
+    lines += ["", "– : undefined (the source has only unsafe or only safe items).", ""]
+    return "\n".join(lines)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure a guard on a labelled JSONL set",
+        description="Score a labelled JSONL set with a guard exactly as the gateway serves it and "
+        "print precision, recall, F1, AUPRC, ROC-AUC and FPR at a fixed recall.",
+    )
+    parser.add_argument(
+        "--guard", default="champion", help="bundle path, registry version or 'champion'"
+    )
+    parser.add_argument("--data", required=True, type=Path, help="JSONL of records with a label")
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--report", type=Path, help="write report.md, pr_curve.png, metrics.json here"
+    )
+    parser.add_argument("--threshold", type=float, help="override the bundle's threshold")
+    parser.add_argument(
+        "--recall", type=float, default=DEFAULT_TARGET_RECALL, help="recall for fpr_at_recall"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from distill.records import read_jsonl
+    from guard_plugin.bundle import BundleError
+    from guard_plugin.locate import resolve_guard_path
+    from guard_plugin.settings import GuardSettings
+
+    try:
+        guard_path = resolve_guard_path(GuardSettings(guard=args.guard))
+        records = read_jsonl(args.data)
+        result = evaluate_bundle(
+            guard_path,
+            records,
+            threshold=args.threshold,
+            target_recall=args.recall,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            progress=not args.json,
+        )
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"harmaug distill evaluate: {exc}", file=sys.stderr)
+        return 2
+    summary = result.to_dict()
+    if args.report:
+        summary["report"] = str(result.write_report(args.report))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(markdown_report(result))
+        if args.report:
+            print(f"report written to {summary['report']}")
+    return 0

@@ -12,11 +12,14 @@ import importlib
 # Stage modules that contribute a subcommand, in the order `--help` lists them.
 STAGE_MODULES = [
     "distill.seeds",
+    "distill.harmaug",
+    "distill.labeling",
     "distill.trainer",
     "distill.evaluation",
     "distill.export",
     "distill.registry",
     "distill.bootstrap",
+    "distill.loop",
 ]
 
 

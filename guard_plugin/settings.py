@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_cache_dir
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,5 +60,53 @@ class GuardSettings(BaseSettings):
         default=False, description="Log raw prompt and completion text (off: never logged)."
     )
 
+    # -- hot reload (guard_plugin.reload) ----------------------------------------------------------
+    reload_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often a gateway worker serving 'champion' polls the registry's champion "
+        "pointer and swaps to a new version (0 = never).",
+    )
+
+    # -- traffic logging (guard_plugin.traffic_log) ------------------------------------------------
+    traffic_log: bool = Field(
+        default=False, description="Log each screened call to the traffic store (for retraining)."
+    )
+    traffic_store: str | None = Field(
+        default=None,
+        description="Traffic store URL: a SQLite path or sqlite:///PATH, or postgresql://...; "
+        "default: <home>/traffic.sqlite.",
+    )
+    traffic_sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of screened calls that are logged."
+    )
+    traffic_content: Literal["full", "prompt", "none"] = Field(
+        default="full",
+        description="Text stored: full (prompt and completion), prompt (no completion), "
+        "none (scores and decisions only).",
+    )
+    traffic_redact: bool = Field(
+        default=True,
+        description="Replace e-mail addresses, phone and card numbers and API keys before storage.",
+    )
+    traffic_salt: SecretStr | None = Field(
+        default=None,
+        description="Secret salt of the key/team/user hashes; default: a random salt kept in "
+        "<home>/traffic.salt (set the same value on every replica of a fleet).",
+    )
+    traffic_retention_days: float | None = Field(
+        default=30.0, gt=0, description="Records older than this are purged (None: kept)."
+    )
+    traffic_queue_size: int = Field(
+        default=10_000, ge=1, description="Records waiting for the writer; more are dropped."
+    )
+    traffic_batch_size: int = Field(default=256, ge=1, description="Records per store write.")
+    traffic_flush_s: float = Field(
+        default=0.5, gt=0, description="Longest a record waits in the queue before a write."
+    )
+
     def registry_path(self) -> Path:
         return self.registry if self.registry is not None else self.home / "registry"
+
+    def traffic_store_url(self) -> str:
+        return self.traffic_store or str(self.home / "traffic.sqlite")

@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from guard_plugin.bundle import GuardManifest, write_manifest  # noqa: E402
-from tests.tiny_guard import build_tiny_guard  # noqa: E402
+from guard_plugin.bundle import GuardManifest, write_manifest
+from tests.tiny_guard import build_tiny_guard
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +47,101 @@ def harmaug_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("HARMAUG_HOME", str(home))
     return home
+
+
+# --- ONNX bundle of the tiny guard (owner: export, distill/export.py) -------------------------
+
+
+def tiny_calibration_pairs() -> list[tuple[str, str | None]]:
+    """In-distribution prompts and pairs of the tiny guard, short and long (with filler)."""
+    from tests.tiny_guard import FILLER, SAFE, UNSAFE
+
+    texts = SAFE + UNSAFE
+    pairs: list[tuple[str, str | None]] = [(text, None) for text in texts]
+    pairs += [(FILLER + " " + text, None) for text in texts[::3]]
+    pairs += [(a, b) for a, b in zip(SAFE[::4], UNSAFE[::4], strict=False)]
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny guard as a bundle written by distill.export: model.onnx + model.int8.onnx (served
+    when its parity check passes), backend onnx, 64-token windows, stride 16, 8 windows max."""
+    from distill.export import write_bundle
+
+    pairs = tiny_calibration_pairs()
+    result = write_bundle(
+        tiny_hf_dir,
+        tmp_path_factory.mktemp("tiny_onnx") / "bundle",
+        version="tiny-onnx-1",
+        base_model="tiny-bert",
+        max_length=64,
+        window_stride=16,
+        max_windows=8,
+        threshold=0.5,
+        calibration_pairs=pairs[1::2],
+        validation_pairs=pairs[::2],
+        training_data={"source": "tests.tiny_guard"},
+        metrics={},
+    )
+    return result.path
+
+
+# --- untrained student and toy training records (owner: trainer, distill/trainer.py) ----------
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny BERT encoder (no classification head) with the tiny guard's tokenizer:
+    the student a training test starts from (like all-MiniLM-L6-v2, minus the pre-training)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    root = tmp_path_factory.mktemp("tiny_encoder") / "encoder"
+    shutil.copytree(tiny_hf_dir, root, ignore=shutil.ignore_patterns("model.safetensors"))
+    config = BertConfig.from_pretrained(root)
+    config.architectures = ["BertModel"]
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(root)
+    return root
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and the test machine's cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def toy_train_records() -> list:
+    """Labelled records of the tiny guard's toy corpus (safe 0, unsafe 1), prompts only."""
+    from distill.records import Example
+    from tests.tiny_guard import SAFE, UNSAFE
+
+    return [Example(prompt=t, label=0, source="toy-safe") for t in SAFE] + [
+        Example(prompt=t, label=1, source="toy-unsafe") for t in UNSAFE
+    ]
+
+
+# --- tiny causal LMs for teacher / generator adapters (owner: adapters, tests/tiny_llm.py) ----
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_guard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama with a tokenizer in which "safe" and "unsafe" are single tokens."""
+    from tests.tiny_llm import build_tiny_llama_guard
+
+    return build_tiny_llama_guard(tmp_path_factory.mktemp("tiny_llama_guard") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama chat model with a ChatML chat template (the SmolLM2 format)."""
+    from tests.tiny_llm import build_tiny_chat_lm
+
+    return build_tiny_chat_lm(tmp_path_factory.mktemp("tiny_chat_lm") / "model")

@@ -88,7 +88,9 @@ async def test_event_loop_stays_responsive_while_the_guard_is_saturated(model: G
     assert [v.unsafe for v in verdicts] == [p in UNSAFE for p in (UNSAFE + SAFE)[:64]]
     assert all(v.window_cap_hit for v in verdicts)
     assert len(lags) > 20, "the guard finished too fast for the check to mean anything"
-    assert max(lags) < 0.05, f"event loop stalled {max(lags) * 1000:.1f} ms"
+    # Inference on the loop would stall it for a whole batch (~0.7 s measured); a shared CI host
+    # adds scheduling noise of tens of ms, so the bound sits between the two.
+    assert max(lags) < 0.2, f"event loop stalled {max(lags) * 1000:.1f} ms"
 
 
 async def test_verdict_fields_and_threshold_override(model: GuardModel) -> None:

@@ -63,3 +63,20 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StoreUnavailable, match="cannot open"):
         SQLiteTrafficStore(blocker / "traffic.db")
+
+
+def test_open_store_and_jsonl_export(tmp_path: Path) -> None:
+    from adapters.traffic import open_store
+    from adapters.traffic.jsonl import export_jsonl
+
+    store = open_store(f"sqlite://{tmp_path / 'traffic.db'}")
+    assert isinstance(store, SQLiteTrafficStore)
+    store.append([record(i) for i in range(5)])
+    count, mark = export_jsonl(store, tmp_path / "out" / "traffic.jsonl", page=2)
+    lines = (tmp_path / "out" / "traffic.jsonl").read_text().splitlines()
+    assert count == 5 == len(lines)
+    assert [TrafficRecord.model_validate_json(line).id for line in lines] == [
+        f"r{i}" for i in range(5)
+    ]
+    store.append([record(9)])
+    assert export_jsonl(store, tmp_path / "next.jsonl", since=mark)[0] == 1

@@ -1,13 +1,17 @@
 """A tiny guard built in seconds: WordPiece tokenizer + 2-layer BERT trained on a toy corpus.
 
 Used by the test fixtures (and nothing shipped). The model really separates the two classes:
-texts about weapons, poison and violence are unsafe; everyday requests are safe.
+texts about weapons, poison and violence are unsafe; everyday requests are safe. It learns them as
+single texts (with filler before them, and filler alone is safe) and as the response of a
+(safe prompt, response) pair, so that screening a completion as a pair works whatever vocabulary
+order the tokenizer trainer happened to pick.
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 TEMPLATES = [
     "how do i {}",
@@ -66,6 +70,24 @@ def build_tiny_guard(out_dir: Path, *, steps: int = 300, seed: int = 0) -> Path:
         torch.set_num_threads(threads)
 
 
+def _encode(tokenizer: Any, texts: list[str], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """One padded batch: the single texts, then the (prompt, response) pairs."""
+    import torch
+    from torch.nn.functional import pad
+
+    singles = tokenizer(texts, padding=True, return_tensors="pt")
+    doubles = tokenizer(
+        [a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt"
+    )
+    width = max(singles["input_ids"].shape[1], doubles["input_ids"].shape[1])
+    return {  # pad id, pad mask and pad token type are all 0
+        key: torch.cat(
+            [pad(part[key], (0, width - part[key].shape[1])) for part in (singles, doubles)]
+        )
+        for key in singles
+    }
+
+
 def _train(out_dir: Path, steps: int) -> Path:
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -114,8 +136,21 @@ def _train(out_dir: Path, steps: int) -> Path:
         batch = random.sample(data, 8)
         # Augment: safe filler before the text, so position does not decide the label.
         texts = [(FILLER + " " + text) if random.random() < 0.5 else text for text, _ in batch]
-        enc = tokenizer(texts, padding=True, return_tensors="pt")
-        labels = torch.tensor([label for _, label in batch])
+        # Pairs: a safe prompt with a text as its response (after a safe sentence, half of the
+        # time), so that the second segment of a (prompt, response) pair decides too: the
+        # gateway screens completions, and streamed prefixes of them, as pairs.
+        paired = random.sample(data, 4)
+        pairs = [
+            (
+                random.choice(SAFE),
+                (random.choice(SAFE) + " " + text) if random.random() < 0.5 else text,
+            )
+            for text, _ in paired
+        ]
+        # Filler alone (one to three sentences: a window of a long text) is safe.
+        texts.append(" ".join([FILLER] * random.randint(1, 3)))
+        enc = _encode(tokenizer, texts, pairs)
+        labels = torch.tensor([label for _, label in batch] + [0] + [label for _, label in paired])
         loss = model(**enc, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()

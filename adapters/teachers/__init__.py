@@ -1,0 +1,73 @@
+"""Teachers: P(unsafe) of (prompt, response) pairs from a large guard, behind one protocol.
+
+``load_teacher(SPEC)`` builds one from a SPEC (``adapters.spec``):
+
+| SPEC                                   | teacher                                                   |
+|----------------------------------------|-----------------------------------------------------------|
+| ``llama-guard:DIR``                    | Llama Guard 3 through transformers (``llama_guard``)      |
+| ``openai:MODEL@URL``                   | Llama Guard served by vLLM / an OpenAI-compatible server  |
+| ``classifier:champion|VERSION|DIR``    | a guard bundle or HF sequence classifier (``classifier``) |
+
+Options: ``temperature=T`` (llama-guard, openai), ``endpoint=completions|chat``,
+``top_logprobs=K`` and ``id=TEACHER_ID`` (openai). Examples::
+
+    llama-guard:/models/Llama-Guard-3-8B?temperature=2
+    openai:meta-llama/Llama-Guard-3-8B@http://127.0.0.1:8000/v1
+    classifier:/models/HarmAug-Guard
+"""
+
+from __future__ import annotations
+
+from adapters.settings import AdapterSettings
+from adapters.spec import SpecError, parse_spec, resolve_path
+from adapters.teachers.protocol import Pair, Teacher, TeacherError, ThreadedTeacher
+
+TEACHER_KINDS = ("llama-guard", "openai", "classifier")
+
+
+def load_teacher(text: str, settings: AdapterSettings | None = None) -> Teacher:
+    """The teacher a SPEC names (see the module docstring); raises SpecError or TeacherError."""
+    spec = parse_spec(text, TEACHER_KINDS)
+    settings = settings or AdapterSettings()
+    teacher: Teacher
+    if spec.kind == "llama-guard":
+        from adapters.teachers.llama_guard import LlamaGuardTeacher
+
+        temperature = spec.pop_float("temperature", 1.0)
+        spec.no_leftovers()
+        teacher = LlamaGuardTeacher(
+            resolve_path(spec.target), temperature=temperature, settings=settings
+        )
+    elif spec.kind == "openai":
+        from adapters.teachers.openai_compat import OpenAICompatTeacher
+
+        model, url = spec.server()
+        endpoint = spec.pop("endpoint", "completions")
+        if endpoint not in ("completions", "chat"):
+            raise SpecError(f"endpoint must be completions or chat, got {endpoint!r}")
+        teacher = OpenAICompatTeacher(
+            model,
+            url,
+            endpoint=endpoint,  # type: ignore[arg-type]
+            temperature=spec.pop_float("temperature", 1.0),
+            top_logprobs=spec.pop_int("top_logprobs", 20),
+            teacher_id=spec.pop("id"),
+            settings=settings,
+        )
+        spec.no_leftovers()
+    else:
+        from adapters.teachers.classifier import ClassifierTeacher
+
+        spec.no_leftovers()
+        teacher = ClassifierTeacher.load(spec.target, settings)
+    return teacher
+
+
+__all__ = [
+    "TEACHER_KINDS",
+    "Pair",
+    "Teacher",
+    "TeacherError",
+    "ThreadedTeacher",
+    "load_teacher",
+]

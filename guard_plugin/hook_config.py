@@ -1,0 +1,159 @@
+"""The settings of one ``guardrails:`` entry of the LiteLLM config, and the guards they share.
+
+LiteLLM constructs a guardrail with every ``LitellmParams`` field (~170, most of them other
+vendors' defaults). Only the keys prefixed ``harmaug_`` belong to this hook; they are validated
+into :class:`HookConfig`. The runtime itself (model, batching, cache, default timeout) is configured
+once per process by :class:`~guard_plugin.settings.GuardSettings` (env ``HARMAUG_*``).
+
+Every invalid value raises :class:`HookConfigError`, a RuntimeError: LiteLLM skips guardrails whose
+constructor raises ValueError/TypeError and then serves unguarded, a RuntimeError stops it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guard_plugin.guard import Guard
+from guard_plugin.locate import resolve_guard_path
+from guard_plugin.reload import watch_champion
+from guard_plugin.screening import Action, FailMode
+from guard_plugin.settings import GuardSettings
+from guard_plugin.traffic_log import TrafficLogger
+
+PREFIX = "harmaug_"
+ROLES = frozenset({"user", "tool", "system", "developer", "assistant"})
+
+
+class HookConfigError(RuntimeError):
+    """A guardrail entry that cannot work: the proxy must not start with it."""
+
+
+class HookConfig(BaseModel):
+    """One guardrail entry, from its ``harmaug_*`` keys (``harmaug_action: flag`` -> ``action``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guard: str | None = Field(
+        default=None,
+        description="Guard to load ('champion', a registry version or a path); default: "
+        "HARMAUG_GUARD.",
+    )
+    action: Action = Field(default="block", description="block | flag | shadow.")
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="P(unsafe) at or above which a part is unsafe; "
+        "default: the guard bundle's threshold.",
+    )
+    allow_request_threshold: bool = Field(
+        default=False,
+        description="Let a request set its own threshold in metadata.harmaug_threshold.",
+    )
+    fail_mode: FailMode = Field(
+        default="closed",
+        description="closed: refuse calls the guard cannot score (503); open: "
+        "let them pass, flagged.",
+    )
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Per-call scoring timeout; default: HARMAUG_TIMEOUT_S."
+    )
+    screen_roles: tuple[str, ...] = Field(
+        default=("user", "tool"),
+        description="Turns of the prompt that are screened (tool = tool calls and tool results).",
+    )
+    context_turns: int = Field(
+        default=2, ge=0, le=16, description="Earlier turns scored together with each screened turn."
+    )
+    max_items: int = Field(
+        default=32, ge=1, le=1024, description="Items scored per prompt at most; older turns merge."
+    )
+    stream_mode: Literal["buffer", "incremental"] = Field(
+        default="buffer",
+        description="buffer: hold a stream until moderated; incremental: release it every "
+        "stream_check_chars characters that passed.",
+    )
+    stream_check_chars: int = Field(
+        default=400, ge=16, description="Characters between checks of an incremental stream."
+    )
+
+    @field_validator("screen_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [role.strip() for role in value.split(",") if role.strip()]
+        return value
+
+    @field_validator("screen_roles")
+    @classmethod
+    def _known_roles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - ROLES)
+        if unknown or not value:
+            raise ValueError(f"roles must be a non-empty subset of {sorted(ROLES)}, got {unknown}")
+        return value
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, name: str) -> HookConfig:
+        """Validate the ``harmaug_*`` keys of a guardrail's ``litellm_params``."""
+        mine = {
+            key[len(PREFIX) :]: value
+            for key, value in params.items()
+            if key.startswith(PREFIX) and value is not None
+        }
+        try:
+            return cls.model_validate(mine)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{PREFIX}{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise HookConfigError(f"guardrail {name!r}: invalid settings: {problems}") from None
+
+
+_guards: dict[tuple[str, str], Guard] = {}
+_guards_lock = threading.Lock()
+
+
+def shared_guard(guard: str | None, *, name: str) -> Guard:
+    """The process's one Guard for this guard: entries naming the same guard share it.
+
+    A guard named 'champion' follows the registry's champion (``guard_plugin.reload``); any other
+    name is resolved to its directory once, so two spellings of one bundle share a Guard too.
+    """
+    try:
+        settings = GuardSettings() if guard is None else GuardSettings(guard=guard)
+        target = settings.guard
+        if target != "champion":
+            target = str(resolve_guard_path(settings).resolve())
+    except (ValidationError, RuntimeError, OSError) as exc:
+        raise HookConfigError(f"guardrail {name!r}: the guard cannot be loaded: {exc}") from None
+    key = (target, settings.model_dump_json(exclude={"guard"}))
+    with _guards_lock:
+        if key not in _guards:
+            try:
+                loaded = Guard.from_settings(settings.model_copy(update={"guard": target}))
+            except Exception as exc:
+                raise HookConfigError(
+                    f"guardrail {name!r}: the guard {target!r} cannot be loaded: {exc}"
+                ) from exc
+            watch_champion(loaded, settings)
+            _guards[key] = loaded
+        return _guards[key]
+
+
+_traffic_loggers: dict[str, TrafficLogger] = {}
+
+
+def shared_traffic_logger(settings: GuardSettings) -> TrafficLogger | None:
+    """The process's traffic logger for the configured store; None when traffic logging is off."""
+    if not settings.traffic_log:
+        return None
+    url = settings.traffic_store_url()
+    with _guards_lock:
+        if url not in _traffic_loggers:
+            _traffic_loggers[url] = TrafficLogger.from_settings(settings)
+        return _traffic_loggers[url]

@@ -36,7 +36,7 @@ class MicroBatcher:
     """Bounded queue + one collector task + one worker thread. Bound to the loop that first uses it."""
 
     def __init__(
-        self, *, max_batch_size: int = 32, max_wait_ms: float = 2.0, max_queue: int = 2048
+        self, *, max_batch_size: int = 32, max_wait_ms: float = 0.0, max_queue: int = 2048
     ):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -101,7 +101,9 @@ class MicroBatcher:
         while True:
             batch = [await queue.get()]
             self._drain(queue, batch)
-            if len(batch) < self.max_batch_size and self.max_wait_s > 0:
+            if len(batch) < self.max_batch_size:
+                # Let callers that are already runnable enqueue (sleep(0) is one loop turn); wait
+                # longer only if configured. Under load, batches also form while the worker runs.
                 await asyncio.sleep(self.max_wait_s)
                 self._drain(queue, batch)
             live = [item for item in batch if not item.future.done()]

@@ -49,7 +49,10 @@ class GuardSettings(BaseSettings):
     )
     max_batch_size: int = Field(default=32, ge=1, description="Windows per forward pass, at most.")
     max_wait_ms: float = Field(
-        default=2.0, ge=0, description="How long the micro-batcher waits to fill a batch."
+        default=0.0,
+        ge=0,
+        description="Extra wait to fill a batch. 0: no added latency; batches still form from "
+        "calls that arrive while the worker is busy.",
     )
     max_queue: int = Field(default=2048, ge=1, description="Queued items before calls are refused.")
     timeout_s: float = Field(default=10.0, gt=0, description="Per-call scoring timeout.")

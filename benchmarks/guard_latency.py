@@ -126,9 +126,12 @@ def window_of_length(model: GuardModel, length: int) -> Window:
     return Window(input_ids=input_ids, token_type_ids=[0] * length)
 
 
-def latency(models: dict[str, GuardModel], length: int, runs: int) -> dict[str, Any]:
-    """Batch-1 forward latency of each model at ``length`` tokens. The models take turns run by
-    run, so background load on a shared machine hits them alike."""
+def latency(
+    models: dict[str, GuardModel], length: int, runs: int, blocks: int = 3
+) -> dict[str, Any]:
+    """Batch-1 forward latency of each model at ``length`` tokens, measured in alternating blocks
+    so background load on a shared machine hits every model alike (blocks, not single runs:
+    PyTorch's OpenMP threads spin a while after each run and would slow the next ONNX run)."""
     batches = {
         name: collate(
             [window_of_length(model, length)],
@@ -138,12 +141,14 @@ def latency(models: dict[str, GuardModel], length: int, runs: int) -> dict[str, 
         for name, model in models.items()
     }
     times: dict[str, list[float]] = {name: [] for name in models}
-    for run in range(runs + max(3, runs // 10)):
+    warmup = max(3, runs // 10)
+    for _ in range(blocks):
         for name, model in models.items():
-            started = time.perf_counter()
-            model.backend.run(batches[name])
-            if run >= max(3, runs // 10):  # the first runs are warm-up
-                times[name].append((time.perf_counter() - started) * 1000)
+            for run in range(warmup + runs // blocks):
+                started = time.perf_counter()
+                model.backend.run(batches[name])
+                if run >= warmup:
+                    times[name].append((time.perf_counter() - started) * 1000)
     row: dict[str, Any] = {
         name: {
             "p50_ms": round(float(np.percentile(t, 50)), 3),

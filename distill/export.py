@@ -302,12 +302,10 @@ def write_bundle(
 
 
 def _make_readable(root: Path) -> None:
-    """Plain permissions (as the umask allows): mkdtemp/mkstemp make private files."""
-    mask = os.umask(0)
-    os.umask(mask)
-    root.chmod(0o777 & ~mask)
+    """mkdtemp/mkstemp create owner-only files; a bundle is read by other users/processes."""
+    root.chmod(0o755)
     for path in root.iterdir():
-        path.chmod(0o666 & ~mask)
+        path.chmod(0o644)
 
 
 def _add_int8(
@@ -329,6 +327,7 @@ def _add_int8(
         tokenizer_dir=staging,
         calibration_pairs=calibration_pairs,
         max_length=manifest.max_length,
+        stride=manifest.window_stride,
     )
     write_manifest(staging, manifest.model_copy(update={"onnx_variant": "int8"}))
     parity = int8_parity(staging, validation_pairs, manifest.threshold)

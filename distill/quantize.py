@@ -98,11 +98,10 @@ def calibration_feeds(
 ) -> list[dict[str, np.ndarray]]:
     """One feed per serving window of ``pairs`` (batch 1, no padding), at most ``limit``, evenly
     spread over the pairs."""
-    from transformers import AutoTokenizer
-
+    from guard_plugin.model import load_tokenizer
     from guard_plugin.windows import WindowBuilder
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+    tokenizer = load_tokenizer(Path(tokenizer_dir))
     builder = WindowBuilder(tokenizer, max_length=max_length, stride=stride, max_windows=4)
     windows = [window for item in builder.build(pairs) for window in item.windows]
     if not windows:
@@ -240,3 +239,138 @@ def quantize_int8(
         "calibration_windows": len(feeds),
         "excluded_nodes": excluded,
     }
+
+
+def activation_ranges(
+    model: Any, names: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
+) -> dict[str, tuple[float, float]]:
+    """(min, max) of the named float tensors over ``feeds`` (MinMax calibration)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    known = {output.name for output in augmented.graph.output}
+    for name in names:
+        if name not in known:
+            augmented.graph.output.append(
+                helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    session = ort.InferenceSession(
+        augmented.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    ranges: dict[str, tuple[float, float]] = {}
+    for feed in feeds:
+        for name, value in zip(names, session.run(list(names), feed), strict=True):
+            low, high = float(value.min()), float(value.max())
+            if name in ranges:
+                low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
+            ranges[name] = (low, high)
+    return ranges
+
+
+def quantize_integer_to_float(
+    fp32_path: Path, out_path: Path, feeds: Sequence[dict[str, np.ndarray]], exclude: set[str]
+) -> list[str]:
+    """Static int8 with float outputs: every MatMul with a constant 2-D weight (not in
+    ``exclude``) becomes QuantizeLinear(X, static scale) -> MatMulIntegerToFloat(Xq, Wq, ...,
+    bias), the bias Add that follows folded in. Weights int8 symmetric per output channel.
+    Returns the names of the quantized MatMuls."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_path))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    targets = [
+        node
+        for node in graph.node
+        if node.op_type == "MatMul"
+        and node.name not in exclude
+        and node.input[1] in weights
+        and len(weights[node.input[1]].dims) == 2
+    ]
+    ranges = activation_ranges(model, sorted({node.input[0] for node in targets}), feeds)
+    replaced: dict[int, list[Any]] = {}  # id(original node) -> nodes to emit instead
+    dropped: set[int] = set()
+    quantized_inputs: dict[str, tuple[str, str, str]] = {}
+    for node in targets:
+        x_name, w_name = node.input[0], node.input[1]
+        emitted = []
+        if x_name not in quantized_inputs:
+            low, high = min(ranges[x_name][0], 0.0), max(ranges[x_name][1], 0.0)
+            scale = max(high - low, 1e-8) / 255.0
+            zero = int(np.clip(round(-low / scale), 0, 255))
+            names = (f"{x_name}_q8", f"{x_name}_q8_scale", f"{x_name}_q8_zero")
+            graph.initializer.extend(
+                [
+                    numpy_helper.from_array(np.array(scale, dtype=np.float32), names[1]),
+                    numpy_helper.from_array(np.array(zero, dtype=np.uint8), names[2]),
+                ]
+            )
+            emitted.append(
+                helper.make_node("QuantizeLinear", [x_name, names[1], names[2]], [names[0]])
+            )
+            quantized_inputs[x_name] = names
+        x_q, x_scale, x_zero = quantized_inputs[x_name]
+        matrix = numpy_helper.to_array(weights[w_name]).astype(np.float32)
+        w_scale = np.maximum(np.abs(matrix).max(axis=0), 1e-8) / 127.0
+        w_q = np.clip(np.round(matrix / w_scale), -127, 127).astype(np.int8)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(w_q, f"{w_name}_q8"),
+                numpy_helper.from_array(w_scale.astype(np.float32), f"{w_name}_q8_scale"),
+            ]
+        )
+        inputs = [x_q, f"{w_name}_q8", x_scale, f"{w_name}_q8_scale", x_zero, ""]
+        output = node.output[0]
+        bias_add = _bias_add(consumers.get(output, []), output, weights, matrix.shape[1])
+        if bias_add is not None:
+            add, bias_name = bias_add
+            inputs.append(bias_name)
+            output = add.output[0]
+            dropped.add(id(add))
+        emitted.append(
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                inputs,
+                [output],
+                name=f"{node.name}_int8",
+                domain="com.microsoft",
+            )
+        )
+        replaced[id(node)] = emitted
+    new_nodes = []
+    for node in graph.node:
+        if id(node) in dropped:
+            continue
+        new_nodes.extend(replaced.get(id(node), [node]))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(out_path))
+    return [node.name for node in targets]
+
+
+def _bias_add(
+    consumers: list[Any], output: str, weights: dict[str, Any], width: int
+) -> tuple[Any, str] | None:
+    """The Add of a constant 1-D bias of ``width`` that is the only consumer of ``output``."""
+    if len(consumers) != 1 or consumers[0].op_type != "Add":
+        return None
+    add = consumers[0]
+    other = add.input[1] if add.input[0] == output else add.input[0]
+    bias = weights.get(other)
+    if bias is None or list(bias.dims) != [width]:
+        return None
+    return add, other

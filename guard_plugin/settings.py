@@ -47,7 +47,12 @@ class GuardSettings(BaseSettings):
     max_windows: int | None = Field(
         default=None, ge=1, description="Cap on windows per item; default: the bundle's."
     )
-    max_batch_size: int = Field(default=32, ge=1, description="Windows per forward pass, at most.")
+    max_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Windows per forward pass, at most (measured on 2 CPU cores: larger ONNX "
+        "batches of long windows are slower per item).",
+    )
     max_wait_ms: float = Field(
         default=0.0,
         ge=0,

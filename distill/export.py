@@ -52,10 +52,12 @@ MODEL_FILES = ("config.json", "model.safetensors")
 
 # Largest |logit difference| accepted between the exported ONNX graph and PyTorch.
 ONNX_LOGIT_TOLERANCE = 1e-3
-# Largest |p_unsafe difference| of int8 against the PyTorch model on validation before the
-# bundle falls back to serving fp32.
-INT8_PARITY_TOLERANCE = 0.05
-# Share of validation items whose label (at the bundle threshold) may flip under int8.
+# int8 is served only when, against the PyTorch model on the validation pairs: no item's p_unsafe
+# moves by more than INT8_PARITY_TOLERANCE (a gross-breakage bound: the largest move is one noisy
+# item, 0.02-0.12 for sound schemes on 300 MiniLM validation items), the mean move stays within
+# INT8_MEAN_TOLERANCE, and at most INT8_MAX_FLIP_RATE of the labels flip at the threshold.
+INT8_PARITY_TOLERANCE = 0.25
+INT8_MEAN_TOLERANCE = 0.01
 INT8_MAX_FLIP_RATE = 0.01
 
 VERIFY_PAIRS: list[Pair] = [
@@ -247,13 +249,15 @@ def write_bundle(
     metrics: dict[str, Any],
     int8: bool = True,
     parity_tolerance: float = INT8_PARITY_TOLERANCE,
+    mean_tolerance: float = INT8_MEAN_TOLERANCE,
     max_flip_rate: float = INT8_MAX_FLIP_RATE,
 ) -> ExportResult:
     """Write a complete guard bundle to ``out_dir`` (which must not exist yet), atomically.
 
     int8 is served only when, on ``validation_pairs``, its p_unsafe stays within
-    ``parity_tolerance`` of the PyTorch model and at most ``max_flip_rate`` of the labels flip at
-    ``threshold``; otherwise the bundle serves fp32 ONNX and ``metrics["export"]`` says why.
+    ``parity_tolerance`` of the PyTorch model for every item and ``mean_tolerance`` on average,
+    and at most ``max_flip_rate`` of the labels flip at ``threshold``; otherwise the bundle serves
+    fp32 ONNX and ``metrics["export"]`` says why.
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if out_dir.exists():
@@ -282,8 +286,11 @@ def write_bundle(
                 manifest,
                 calibration_pairs=calibration_pairs,
                 validation_pairs=validation_pairs,
-                parity_tolerance=parity_tolerance,
-                max_flip_rate=max_flip_rate,
+                tolerances={
+                    "parity_tolerance": parity_tolerance,
+                    "mean_tolerance": mean_tolerance,
+                    "max_flip_rate": max_flip_rate,
+                },
             )
         manifest = manifest.model_copy(
             update={
@@ -314,8 +321,7 @@ def _add_int8(
     *,
     calibration_pairs: Sequence[Pair],
     validation_pairs: Sequence[Pair],
-    parity_tolerance: float,
-    max_flip_rate: float,
+    tolerances: dict[str, float],
 ) -> dict[str, Any]:
     """Quantize, check parity on validation, and keep model.int8.onnx only when it passes."""
     from distill.quantize import quantize_int8
@@ -331,19 +337,13 @@ def _add_int8(
     )
     write_manifest(staging, manifest.model_copy(update={"onnx_variant": "int8"}))
     parity = int8_parity(staging, validation_pairs, manifest.threshold)
-    allowed_flips = max_flip_rate * parity["n"]
     passed = (
         parity["n"] > 0
-        and parity["int8_max_abs_diff"] <= parity_tolerance
-        and parity["label_flips"] <= allowed_flips
+        and parity["int8_max_abs_diff"] <= tolerances["parity_tolerance"]
+        and parity["int8_mean_abs_diff"] <= tolerances["mean_tolerance"]
+        and parity["label_flips"] <= tolerances["max_flip_rate"] * parity["n"]
     )
-    report = {
-        **parity,
-        "scheme": scheme,
-        "parity_tolerance": parity_tolerance,
-        "max_flip_rate": max_flip_rate,
-        "served": "int8" if passed else "fp32",
-    }
+    report = {**parity, "scheme": scheme, **tolerances, "served": "int8" if passed else "fp32"}
     if not passed:
         int8_path.unlink()
         log.warning(

@@ -149,6 +149,21 @@ async def drive(
     return latencies, wall, outcomes
 
 
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``
+    (the proxy and anything it started), from /proc; 0.0 where /proc is unavailable."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after "(comm)": state ppid pgrp ... utime stime
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def percentiles(latencies: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return {
@@ -166,6 +181,8 @@ class Tally:
         self.loaded_wall = 0.0
         self.unloaded: list[float] = []
         self.outcomes = {"ok": 0, "blocked": 0, "errors": 0}
+        self.proxy_cpu_s = 0.0  # CPU of the proxy process group during the loaded bursts
+        self.client_cpu_s = 0.0  # CPU of this (client) process during the loaded bursts
 
     def add(
         self, latencies: list[float], wall: float, outcomes: dict[str, int], loaded: bool
@@ -182,6 +199,8 @@ class Tally:
                 "concurrency": concurrency,
                 "throughput_rps": round(len(self.loaded) / self.loaded_wall, 1),
                 **percentiles(self.loaded),
+                "proxy_cpu_ms_per_request": round(1000 * self.proxy_cpu_s / len(self.loaded), 2),
+                "client_cpu_ms_per_request": round(1000 * self.client_cpu_s / len(self.loaded), 2),
             },
             "unloaded": {"requests": len(self.unloaded), **percentiles(self.unloaded)},
             **self.outcomes,
@@ -201,7 +220,11 @@ def measure(proxies: dict[str, ProxyProcess], args: argparse.Namespace) -> dict[
         for name in order:
             seed = 10 * round_
             texts = prompts(per_round, args.words, seed)
+            pgid = proxies[name].process.pid  # the proxy leads its own session / process group
+            proxy_cpu, client_cpu = group_cpu_s(pgid), time.process_time()
             tallies[name].add(*asyncio.run(drive(proxies[name], texts, args.concurrency)), True)
+            tallies[name].proxy_cpu_s += group_cpu_s(pgid) - proxy_cpu
+            tallies[name].client_cpu_s += time.process_time() - client_cpu
             texts = prompts(sequential, args.words, seed + 1)
             tallies[name].add(*asyncio.run(drive(proxies[name], texts, 1)), False)
     return {name: tally.summary(args.concurrency) for name, tally in tallies.items()}
@@ -244,6 +267,7 @@ def main() -> int:
         "onnx_variant": settings.onnx_variant or model.manifest.onnx_variant,
         "prompt_tokens": tokens,
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     del model
     with tempfile.TemporaryDirectory(prefix="harmaug-bench-") as tmp:
@@ -267,6 +291,22 @@ def main() -> int:
     results["added_p50_ms_unloaded"] = round(
         with_guard["unloaded"]["p50_ms"] - without["unloaded"]["p50_ms"], 2
     )
+    # Every request costs CPU in the proxy (and in this client); when the cores are the
+    # bottleneck, throughput can be at most the inverse ratio of the CPU per request.
+    loaded = {name: results[name]["loaded"] for name in ("without_guard", "with_guard")}
+    cost = {
+        name: row["proxy_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
+        for name, row in loaded.items()
+    }
+    results["guard_cpu_ms_per_request"] = round(
+        loaded["with_guard"]["proxy_cpu_ms_per_request"]
+        - loaded["without_guard"]["proxy_cpu_ms_per_request"],
+        2,
+    )
+    results["throughput_ratio_cpu_bound_ceiling"] = round(
+        cost["without_guard"] / cost["with_guard"], 3
+    )
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = {
         "throughput_ratio_min": 0.85,
         "added_p50_ms_max": 5.0,

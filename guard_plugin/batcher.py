@@ -1,11 +1,17 @@
-"""MicroBatcher: concurrent async calls -> one batched ``model.score`` in a worker thread.
+"""MicroBatcher: concurrent async calls -> batched ``model.score`` calls in worker threads.
 
 Callers on the event loop put items on a bounded queue (full: :class:`GuardOverloaded` at once).
-One collector task takes up to ``max_batch_size`` items, waiting at most ``max_wait_ms`` after the
-first for more, and runs ONE ``score`` call per model on a single dedicated worker thread, never on
-the event loop. Each caller awaits its own future: a failure reaches the caller(s) whose item
-failed as a :class:`GuardError` (a failed batch is retried item by item to find them), and a
-caller that times out or is cancelled does not disturb the others.
+One collector task hands batches of up to ``max_batch_size`` items to ``workers`` worker threads
+(never the event loop): whenever a worker is free it takes what is queued (shared fairly between
+the free workers), waiting at most ``max_wait_ms`` after the first item for more, and runs ONE
+``score`` call per model. While the workers are busy, new calls queue up and form the next
+batches. Each caller awaits its own future: a failure reaches the caller(s) whose item failed as
+a :class:`GuardError` (a failed batch is retried item by item to find them), and a caller that
+times out or is cancelled does not disturb the others.
+
+Under load, two workers keep two cores busy with whole forward passes instead of synchronising
+threads inside each small one; they share the model's intra-op threads, so a lone call still gets
+them all. A model's scores do not depend on the batch, so neither does a verdict.
 """
 
 from __future__ import annotations
@@ -33,15 +39,25 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Bounded queue + one collector task + one worker thread. Bound to the loop that first uses it."""
+    """Bounded queue + one collector task + ``workers`` worker threads. Bound to the loop that
+    first uses it."""
 
     def __init__(
-        self, *, max_batch_size: int = 32, max_wait_ms: float = 0.0, max_queue: int = 2048
+        self,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 2048,
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError("a MicroBatcher needs at least one worker")
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harmaug-guard")
+        self.workers = workers
+        self._busy = 0  # batches in the workers now
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harmaug-guard")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
         self._collector: asyncio.Task[None] | None = None
@@ -89,6 +105,7 @@ class MicroBatcher:
             self._loop = loop
             self._queue = asyncio.Queue(maxsize=self.max_queue)
             self._collector = None
+            self._busy = 0
         if self._collector is None or self._collector.done():
             self._collector = loop.create_task(self._collect(), name="harmaug-guard-batcher")
         assert self._queue is not None
@@ -98,38 +115,68 @@ class MicroBatcher:
         assert self._queue is not None
         queue = self._queue
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await queue.get()]
-            self._drain(queue, batch)
-            if len(batch) < self.max_batch_size:
-                # Let callers that are already runnable enqueue (sleep(0) is one loop turn); wait
-                # longer only if configured. Under load, batches also form while the worker runs.
-                await asyncio.sleep(self.max_wait_s)
+        idle = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            self._busy -= 1
+            idle.release()
+
+        try:
+            while True:
+                await idle.acquire()
+                batch = [await queue.get()]
                 self._drain(queue, batch)
-            live = [item for item in batch if not item.future.done()]
-            if not live:
-                continue
-            self.batches += 1
-            try:
-                results: list[Score | Exception] = await loop.run_in_executor(
-                    self._executor, _score_by_model, live
-                )
-            except asyncio.CancelledError:
-                for item in live:
-                    _settle(item, error=GuardError("guard closed"))
-                raise
-            except Exception as exc:  # keep the collector alive whatever happens
-                results = [exc] * len(live)
-            for item, result in zip(live, results, strict=True):
-                if isinstance(result, Score):
-                    _settle(item, score=result)
-                else:
-                    error = GuardError(f"guard scoring failed: {result!r}")
-                    error.__cause__ = result
-                    _settle(item, error=error)
+                if len(batch) < self.max_batch_size:
+                    # Let callers that are already runnable enqueue (sleep(0) is one loop turn);
+                    # wait longer only if configured. Under load, batches also form while the
+                    # workers run.
+                    await asyncio.sleep(self.max_wait_s)
+                    self._drain(queue, batch)
+                live = [item for item in batch if not item.future.done()]
+                if not live:
+                    idle.release()
+                    continue
+                self.batches += 1
+                self._busy += 1
+                task = loop.create_task(self._run(loop, live))
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in list(running):
+                task.cancel()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, live: list[_Pending]) -> None:
+        """Score one batch in a worker thread and settle its callers' futures."""
+        try:
+            results: list[Score | Exception] = await loop.run_in_executor(
+                self._executor, _score_by_model, live
+            )
+        except asyncio.CancelledError:
+            for item in live:
+                _settle(item, error=GuardError("guard closed"))
+            raise
+        except Exception as exc:  # keep the collector alive whatever happens
+            results = [exc] * len(live)
+        for item, result in zip(live, results, strict=True):
+            if isinstance(result, Score):
+                _settle(item, score=result)
+            else:
+                error = GuardError(f"guard scoring failed: {result!r}")
+                error.__cause__ = result
+                _settle(item, error=error)
+
+    def _share(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> int:
+        """Items this batch takes: what is waiting, split evenly between the idle workers
+        (this one included), at most ``max_batch_size``."""
+        idle = max(1, self.workers - self._busy)
+        waiting = len(batch) + queue.qsize()
+        return min(self.max_batch_size, -(-waiting // idle))
 
     def _drain(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> None:
-        while len(batch) < self.max_batch_size:
+        share = self._share(queue, batch)
+        while len(batch) < share:
             try:
                 batch.append(queue.get_nowait())
             except asyncio.QueueEmpty:

@@ -58,6 +58,7 @@ class Guard:
             max_batch_size=self.settings.max_batch_size,
             max_wait_ms=self.settings.max_wait_ms,
             max_queue=self.settings.max_queue,
+            workers=self.settings.workers,
         )
 
     @classmethod

@@ -41,6 +41,14 @@ class GuardSettings(BaseSettings):
         default=None, description="Which ONNX file of the bundle to run; default: the bundle's."
     )
     threads: int = Field(default=2, ge=1, description="Intra-op threads of the model backend.")
+    workers: int = Field(
+        default=2,
+        ge=1,
+        description="Worker threads that run forward passes at the same time, each on its own "
+        "batch, sharing the model's intra-op threads (inference never runs on the event loop). "
+        "A lone call gets every intra-op thread; concurrent calls keep the cores busy without "
+        "synchronising inside one small forward pass.",
+    )
     window_stride: int | None = Field(
         default=None, ge=0, description="Token overlap between windows; default: the bundle's."
     )

@@ -17,6 +17,7 @@ tokens included, laid out exactly as ``tokenizer(prompt, response)`` would lay t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -199,6 +200,9 @@ class WindowBuilder:
         self.stride = stride
         self.max_windows = max_windows
         self.char_budget = max_windows * max_length * CHARS_PER_TOKEN  # per text, before tokenizing
+        # A fast tokenizer keeps its truncation/padding settings as mutable state; the guard's
+        # worker threads must not change them under each other.
+        self._lock = threading.Lock()
 
     def build(self, pairs: Sequence[tuple[str, str | None]]) -> list[ItemWindows]:
         texts: list[str] = []
@@ -251,11 +255,12 @@ class WindowBuilder:
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        encoded = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
+        with self._lock:
+            encoded = self.tokenizer(
+                texts,
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
         return [list(ids) for ids in encoded["input_ids"]]

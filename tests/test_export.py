@@ -136,10 +136,17 @@ def test_int8_verdict_does_not_depend_on_the_batch(tiny_onnx_bundle: Path) -> No
 
 def test_dynamic_int8_would_fail_the_batch_check(tiny_onnx_bundle: Path, tmp_path: Path) -> None:
     """Why the export quantizes statically: per-batch activation scales move the logits."""
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dynamic = tmp_path / "dynamic.onnx"
-    quantize_dynamic(tiny_onnx_bundle / ONNX_FILES["fp32"], dynamic, weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        tiny_onnx_bundle / ONNX_FILES["fp32"],
+        dynamic,
+        weight_type=QuantType.QInt8,
+        # the fused graph's com.microsoft ops have no ONNX shape inference
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
     model = GuardModel(GuardBundle.load(tiny_onnx_bundle), onnx_variant="fp32")
     assert max_batch_shift(model, OnnxBackend(dynamic, threads=2, variant="int8")) > 1e-3
 
@@ -217,3 +224,54 @@ def test_export_command_writes_a_loadable_bundle(
     assert bundle.manifest.version == "cli-1" and bundle.manifest.max_length == 64
     scores = GuardModel(bundle).score([(SAFE[0], None), (UNSAFE[0], None)])
     assert scores[0].p_unsafe < 0.5 < scores[1].p_unsafe
+
+
+def test_bert_graph_is_fused_and_int8_covers_attention(tiny_onnx_bundle: Path) -> None:
+    """The served graphs: fused attention / LayerNorm / GELU kernels; int8 quantizes the QKV
+    projection inside attention too, with 7-bit weights (no int16 saturation in AVX2 kernels)."""
+    import onnx
+    from onnx import numpy_helper
+
+    fp32 = onnx.load(str(tiny_onnx_bundle / ONNX_FILES["fp32"]))
+    ops = [node.op_type for node in fp32.graph.node]
+    layers = json.loads((tiny_onnx_bundle / "config.json").read_text())["num_hidden_layers"]
+    assert ops.count("Attention") == layers and "Softmax" not in ops
+    assert "SkipLayerNormalization" in ops and "BiasGelu" in ops
+    int8 = onnx.load(str(tiny_onnx_bundle / ONNX_FILES["int8"]))
+    ops = [node.op_type for node in int8.graph.node]
+    assert ops.count("QAttention") == layers and "MatMulIntegerToFloat" in ops
+    quantized = [
+        numpy_helper.to_array(init) for init in int8.graph.initializer if init.data_type == 3
+    ]  # INT8: the weights
+    assert quantized and max(int(np.abs(w).max()) for w in quantized) <= 63
+    scheme = GuardBundle.load(tiny_onnx_bundle).manifest.metrics["export"]["scheme"]
+    assert scheme["weight_bits"] == 7 and scheme["quantized_nodes"] > layers
+
+
+def test_unfused_export_matches_torch_too(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    onnx_path = export_onnx(tiny_hf_dir, tmp_path / "model.onnx", fuse=False)
+    assert "Attention" not in {node.op_type for node in onnx.load(str(onnx_path)).graph.node}
+    assert max_logit_diff(onnx_path, tiny_hf_dir, PAIRS) < 1e-4
+
+
+def test_weight_quantizer_bits() -> None:
+    from onnx import helper, numpy_helper
+
+    from distill.quantize import _add_weight_quantizer
+
+    matrix = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    for bits, limit in ((7, 63), (8, 127)):
+        graph = helper.make_graph([], "g", [], [])
+        name, scale_name, width = _add_weight_quantizer(
+            graph, numpy_helper.from_array(matrix, "w"), bits
+        )
+        found = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        quantized, scale = found[name], found[scale_name]
+        assert width == 4 and int(np.abs(quantized).max()) == limit
+        assert np.abs(quantized * scale - matrix).max() <= scale.max() / 2 + 1e-6
+    with pytest.raises(ValueError, match="bits"):
+        _add_weight_quantizer(
+            helper.make_graph([], "g", [], []), numpy_helper.from_array(matrix, "w"), 9
+        )

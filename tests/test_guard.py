@@ -70,6 +70,55 @@ async def test_500_concurrent_calls_match_one_by_one_scoring(model: GuardModel) 
     assert guard._batcher.batches < 100  # really batched (500 items, batches of up to 32)
 
 
+async def test_two_workers_score_batches_at_the_same_time(model: GuardModel) -> None:
+    """With two workers, a second batch runs while the first is still in its worker thread, and
+    every verdict is still exactly the one-by-one score."""
+
+    class Overlapping(GatedModel):
+        def __init__(self, inner: GuardModel) -> None:
+            super().__init__(inner)
+            self.lock = threading.Lock()
+            self.active = self.most_active = 0
+
+        def score(self, pairs: Sequence[tuple[str, str | None]]) -> list[Score]:
+            with self.lock:
+                self.active += 1
+                self.most_active = max(self.most_active, self.active)
+            try:
+                time.sleep(0.05)  # long enough for the other worker to start its batch
+                return super().score(pairs)
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+    texts = distinct_texts(64)
+    expected = [model.score([(text, None)])[0].p_unsafe for text in texts]
+    overlapping = Overlapping(model)
+    guard = Guard(overlapping, settings(cache_size=0, max_batch_size=8, workers=2))  # type: ignore[arg-type]
+    verdicts = await asyncio.gather(*(guard.check_prompt(text) for text in texts))
+    await guard.aclose()
+    assert overlapping.most_active == 2
+    assert [v.p_unsafe for v in verdicts] == pytest.approx(expected, abs=1e-6)
+
+
+async def test_one_worker_runs_one_batch_at_a_time(model: GuardModel) -> None:
+    class Counting(GatedModel):
+        active = most_active = 0
+
+        def score(self, pairs: Sequence[tuple[str, str | None]]) -> list[Score]:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            time.sleep(0.01)
+            self.active -= 1
+            return super().score(pairs)
+
+    counting = Counting(model)
+    guard = Guard(counting, settings(cache_size=0, max_batch_size=4, workers=1))  # type: ignore[arg-type]
+    await asyncio.gather(*(guard.check_prompt(text) for text in distinct_texts(20)))
+    await guard.aclose()
+    assert counting.most_active == 1 and counting.calls >= 5
+
+
 async def test_event_loop_stays_responsive_while_the_guard_is_saturated(model: GuardModel) -> None:
     # 64 long prompts: each score call runs 32 items x 8 windows, hundreds of ms of inference
     # that would stall the loop for as long if it ran there.
@@ -136,7 +185,8 @@ async def test_timeout(model: GuardModel) -> None:
 async def test_full_queue_refuses_at_once(model: GuardModel) -> None:
     slow = GatedModel(model)
     slow.gate.clear()
-    guard = Guard(slow, settings(max_queue=2, max_batch_size=1))  # type: ignore[arg-type]
+    # one worker, held by the first call: the next two calls fill the queue
+    guard = Guard(slow, settings(max_queue=2, max_batch_size=1, workers=1))  # type: ignore[arg-type]
     running = asyncio.create_task(guard.check_prompt(SAFE[0]))
     await asyncio.sleep(0.1)  # the collector has taken it and waits in the worker
     queued = [asyncio.create_task(guard.check_prompt(text)) for text in SAFE[1:3]]

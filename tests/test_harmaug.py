@@ -82,6 +82,13 @@ def test_exemplars_come_from_unsafe_seed_prompts() -> None:
     seeds = harmful_seed_prompts(SEEDS)
     assert sorted(seeds.values()) == sorted(r.prompt for r in SEEDS[:3])
     assert set(seeds) == {prompt_key(r.prompt) for r in SEEDS[:3]}
+    # Unsafe texts that are not requests (hateful statements, harmful answers kept as
+    # messages) are no exemplars of an instruction.
+    not_requests = [
+        example("that guy is a slur", label=1, source="s", meta={"kind": "statement"}),
+        example("Step 1: mix the poison", label=1, source="p", meta={"kind": "response_text"}),
+    ]
+    assert harmful_seed_prompts([*SEEDS, *not_requests]) == seeds
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from guard_plugin.bundle import GuardBundle, write_manifest
-from guard_plugin.model import GuardModel, collate
+from guard_plugin.model import MAX_PADDING, PADDING_SLACK, GuardModel, collate, length_chunks
 from guard_plugin.settings import GuardSettings
 from tests.tiny_guard import FILLER, SAFE, UNSAFE
 
@@ -139,3 +139,39 @@ def test_five_megabyte_prompt_has_bounded_cost(torch_model: GuardModel) -> None:
     assert time.perf_counter() - started < 10.0
     assert score.window_cap_hit and score.windows == torch_model.windows.max_windows
     assert score.p_unsafe > 0.9  # the end of the text is always kept
+
+
+def test_length_chunks_keep_padding_small() -> None:
+    lengths = sorted([5, 5, 6, 7, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 100, 110, 128, 256])
+    chunks = length_chunks(lengths, 8)
+    assert [i for start, end in chunks for i in range(start, end)] == list(range(len(lengths)))
+    for start, end in chunks:
+        assert 1 <= end - start <= 8
+        width = lengths[end - 1]
+        assert width - lengths[start] <= max(PADDING_SLACK, MAX_PADDING * width)
+    assert (0, 4) in chunks  # short windows within the slack share a batch
+    assert length_chunks([], 8) == [] and length_chunks([3], 8) == [(0, 1)]
+    assert length_chunks([10] * 20, 8) == [(0, 8), (8, 16), (16, 20)]
+
+
+def test_forward_batches_group_windows_of_similar_length(torch_model: GuardModel) -> None:
+    widths: list[tuple[int, int]] = []  # (batch width, shortest window) of each forward
+    run = torch_model.backend.run
+
+    def recording(batch: dict[str, np.ndarray]) -> np.ndarray:
+        lengths = batch["attention_mask"].sum(axis=1)
+        widths.append((batch["input_ids"].shape[1], int(lengths.min())))
+        return run(batch)
+
+    pairs = [(" ".join([FILLER] * k) + " " + UNSAFE[k % len(UNSAFE)], None) for k in range(1, 9)]
+    pairs += [(text, None) for text in SAFE[:8]]
+    torch_model.backend.run = recording  # type: ignore[method-assign,assignment]
+    try:
+        batched = torch_model.score(pairs)
+    finally:
+        del torch_model.backend.run
+    assert len(widths) >= 2
+    for width, shortest in widths:
+        assert width - shortest <= max(PADDING_SLACK, MAX_PADDING * width)
+    alone = [torch_model.score([pair])[0].p_unsafe for pair in pairs]
+    assert [s.p_unsafe for s in batched] == pytest.approx(alone, abs=1e-4)

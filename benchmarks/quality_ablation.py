@@ -37,7 +37,6 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distill import bootstrap
 from distill.bootstrap import (
     BOOTSTRAP_RECIPE,
     SERVE_MAX_WINDOWS,
@@ -47,31 +46,24 @@ from distill.bootstrap import (
     continued,
     label_synthetic,
     load_data,
+    offline_teacher,
     stage_dir,
     student_base,
+    teacher_run_dir,
 )
 from distill.evaluation import calibrate_threshold
-from distill.heldout import build_heldout, heldout_metrics
+from distill.heldout import build_heldout, heldout_metrics, score_sets
 from distill.mix import Stage
-from distill.offline_teacher import build_offline_teacher
+from distill.offline_teacher import trained_guard
 from distill.records import Example
 from distill.settings import DistillSettings, TrainRecipe
 from distill.trainer import train
-from guard_plugin.bundle import GuardBundle
-from guard_plugin.model import GuardModel
 
 
 def guard_scores(model_dir: Path, sets: dict[str, list[Example]], max_length: int) -> Any:
     """A trained HF directory scored as the gateway serves it (windows, max over windows)."""
-    bundle = GuardBundle.load(model_dir)
-    bundle.manifest = bundle.manifest.model_copy(
-        update={"max_length": max_length, "max_windows": SERVE_MAX_WINDOWS}
-    )
-    model = GuardModel(bundle, backend="torch", threads=2)
-    return {
-        name: [s.p_unsafe for s in model.score([(r.prompt, r.response) for r in records])]
-        for name, records in sets.items()
-    }
+    model = trained_guard(model_dir, max_length=max_length, max_windows=SERVE_MAX_WINDOWS)
+    return score_sets(model, sets)
 
 
 def run(settings: DistillSettings, recipe: TrainRecipe, validation_size: int) -> dict[str, Any]:
@@ -94,12 +86,9 @@ def run(settings: DistillSettings, recipe: TrainRecipe, validation_size: int) ->
     synthetic: list[Example] = []
     for name, stage, base, row_recipe, out_dir in rows:
         if stage == "harmaug":
-            teacher_dir = run_dir / f"teacher-{bootstrap.SYNTHETIC_SHA256[:10]}"
-            synthetic, teacher_info = label_synthetic(data, first, teacher_dir, recipe, True)
-            composition = build_offline_teacher(
-                first, data.mix("train", "jailbreak"), teacher_dir / "refusal",
-                max_length=recipe.max_length,
-            )  # fmt: skip
+            teacher_dir = teacher_run_dir(run_dir)
+            composition = offline_teacher(data, first, teacher_dir, recipe)
+            synthetic, teacher_info = label_synthetic(data, composition, teacher_dir, True)
             scores = {
                 set_name: composition.score([(r.prompt, r.response) for r in records])
                 for set_name, records in heldout.items()

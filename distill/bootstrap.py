@@ -34,9 +34,9 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -45,6 +45,9 @@ from distill.mix import Stage, build_mix
 from distill.records import Example, read_jsonl
 from distill.registry import Registry
 from distill.settings import DistillSettings, TrainRecipe
+
+if TYPE_CHECKING:
+    from distill.offline_teacher import CompositionTeacher
 
 log = structlog.get_logger("harmaug.bootstrap")
 
@@ -140,21 +143,27 @@ class BootstrapData:
     templates: list[Template]
     heldout_templates: list[Template]
     synthetic: list[Example]
+    _mixes: dict[tuple[str, Stage], list[Example]] = field(default_factory=dict, repr=False)
 
     def mix(
         self, split: str, stage: Stage, synthetic: list[Example] | None = None
     ) -> list[Example]:
         """One split at one stage; validation and test are always the ``jailbreak`` mix, so
-        every stage is measured on the same data."""
+        every stage is measured on the same data. Built once per (split, stage) without
+        ``synthetic``."""
         if split != "train":
             stage = "jailbreak"
-        return build_mix(
-            self.splits[split],
-            stage,
-            split=split,
-            templates=self.templates,
-            synthetic=synthetic or [],
-        )
+        if synthetic:
+            return build_mix(
+                self.splits[split], stage, split=split, templates=self.templates,
+                synthetic=synthetic,
+            )  # fmt: skip
+        key = (split, stage)
+        if key not in self._mixes:
+            self._mixes[key] = build_mix(
+                self.splits[split], stage, split=split, templates=self.templates
+            )
+        return self._mixes[key]
 
 
 def bootstrap_run_dir(settings: DistillSettings, recipe: TrainRecipe) -> Path:
@@ -162,6 +171,11 @@ def bootstrap_run_dir(settings: DistillSettings, recipe: TrainRecipe) -> Path:
     per training stage, ``teacher-<data>`` and ``student-<data>`` per shipped HarmAug file."""
     key = f"{DATA_VERSION}\0{recipe.model_dump_json()}"
     return settings.home / "runs" / f"bootstrap-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def teacher_run_dir(run_dir: Path) -> Path:
+    """The offline teacher's refusal detector and label cache, per shipped HarmAug file."""
+    return run_dir / f"teacher-{SYNTHETIC_SHA256[:10]}"
 
 
 def stage_dir(run_dir: Path, stage: Stage) -> Path:
@@ -205,20 +219,28 @@ def teacher_validation(data: BootstrapData) -> list[Example]:
     return _sample(data.mix("validation", "jailbreak"), TEACHER_CALIBRATION_EXAMPLES, seed=5)
 
 
-def label_synthetic(
-    data: BootstrapData, teacher_dir: Path, out_dir: Path, recipe: TrainRecipe, progress: bool
-) -> tuple[list[Example], dict[str, Any]]:
-    """The shipped HarmAug records labelled by the offline teacher built on ``teacher_dir``."""
-    from distill.labeling import LabelCache, TeacherLabeler
+def offline_teacher(
+    data: BootstrapData, harm_dir: Path, out_dir: Path, recipe: TrainRecipe
+) -> CompositionTeacher:
+    """The offline teacher on the first-stage student in ``harm_dir`` (its refusal detector
+    saved in ``out_dir``)."""
     from distill.offline_teacher import build_offline_teacher
 
-    teacher = build_offline_teacher(
-        teacher_dir,
+    return build_offline_teacher(
+        harm_dir,
         data.mix("train", "jailbreak"),
         out_dir / "refusal",
         max_length=recipe.max_length,
         validation=teacher_validation(data),
     )
+
+
+def label_synthetic(
+    data: BootstrapData, teacher: CompositionTeacher, out_dir: Path, progress: bool
+) -> tuple[list[Example], dict[str, Any]]:
+    """The shipped HarmAug records labelled by ``teacher`` (cached in ``out_dir``)."""
+    from distill.labeling import LabelCache, TeacherLabeler
+
     cache = LabelCache(out_dir / "labels.sqlite")
     try:
         labelled, stats = TeacherLabeler(teacher, cache).label(data.synthetic, progress=progress)
@@ -267,9 +289,9 @@ def bootstrap(
             recipe=recipe,
             progress=progress,
         )
-        synthetic, teacher_info = label_synthetic(
-            data, first.model_dir, run_dir / f"teacher-{SYNTHETIC_SHA256[:10]}", recipe, progress
-        )
+        teacher_dir = teacher_run_dir(run_dir)
+        teacher = offline_teacher(data, first.model_dir, teacher_dir, recipe)
+        synthetic, teacher_info = label_synthetic(data, teacher, teacher_dir, progress)
         timings["teacher_s"] = time.perf_counter() - started
 
         log.info("bootstrap_stage", stage="student", **teacher_info)

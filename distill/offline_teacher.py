@@ -89,6 +89,22 @@ class CompositionTeacher(ThreadedTeacher):
         ]
 
 
+def trained_guard(
+    model_dir: Path, *, max_length: int, max_windows: int | None = None, threads: int = 2
+) -> GuardModel:
+    """A trained student (a plain HF directory) on PyTorch, scored in the ``max_length``-token
+    windows it was trained with (a plain directory would default to the model's 512)."""
+    from guard_plugin.bundle import GuardBundle
+    from guard_plugin.model import GuardModel
+
+    bundle = GuardBundle.load(model_dir)
+    update: dict[str, int] = {"max_length": max_length}
+    if max_windows is not None:
+        update["max_windows"] = max_windows
+    bundle.manifest = bundle.manifest.model_copy(update=update)
+    return GuardModel(bundle, backend="torch", threads=threads)
+
+
 def build_offline_teacher(
     harm_model_dir: Path,
     train_records: Sequence[Example],
@@ -105,8 +121,6 @@ def build_offline_teacher(
     from distill.embeddings import MiniLMEmbedder
     from distill.evaluation import calibrate_threshold
     from distill.refusal import RefusalDetector, train_refusal_detector, training_rows
-    from guard_plugin.bundle import GuardBundle
-    from guard_plugin.model import GuardModel
 
     embedder = MiniLMEmbedder()
     if (out_dir / "refusal.json").is_file():
@@ -115,9 +129,7 @@ def build_offline_teacher(
         texts, labels = training_rows(train_records)
         detector = train_refusal_detector(train_records, embedder)
         detector.save(out_dir, {"responses": len(texts), "refusals": sum(labels)})
-    bundle = GuardBundle.load(harm_model_dir)
-    bundle.manifest = bundle.manifest.model_copy(update={"max_length": max_length})
-    harm = GuardModel(bundle, backend="torch", threads=threads)
+    harm = trained_guard(harm_model_dir, max_length=max_length, threads=threads)
     threshold = 0.5
     labelled = [r for r in validation if r.label is not None]
     if labelled:

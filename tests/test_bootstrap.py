@@ -105,3 +105,40 @@ def test_bootstrap_builds_and_promotes_a_guard_from_the_full_recipe(
     assert (bootstrap.stage_dir(run_dir, "harmaug") / "model" / "model.safetensors").is_file()
     # Cached: a second call returns the champion without training.
     assert bootstrap.bootstrap(settings, recipe=RECIPE, progress=False) == version
+
+
+def test_threshold_keeps_edgy_safe_records_under_their_fpr_cap(
+    tiny_hf_dir: Path, tmp_path: Path
+) -> None:
+    """Safe records of an edgy source that the model scores as unsafe: the max-F1 threshold
+    flags them all; with the source named edgy, the bundle's threshold rises until at most
+    EDGY_MAX_FPR of them are flagged (and say so in the manifest)."""
+    validation = [example(t, label=0, source="everyday") for t in SAFE]
+    validation += [example(t, label=1, source="harm") for t in UNSAFE]
+    validation += [example(f"{t} in a history essay", label=0, source="edgy") for t in UNSAFE[:20]]
+
+    def seal(out: str, edgy: frozenset[str]) -> tuple[float, dict]:
+        path = bootstrap.seal_bundle(
+            tiny_hf_dir,
+            tmp_path / out,
+            version=out,
+            base_model="tiny",
+            recipe=RECIPE,
+            max_windows=2,
+            calibration=validation,
+            validation=validation,
+            test=validation,
+            training_data={},
+            report_dir=tmp_path / f"{out}-report",
+            int8=False,
+            edgy_sources=edgy,
+            progress=False,
+        )
+        manifest = GuardBundle.load(path).manifest
+        return manifest.threshold, manifest.metrics["validation"]
+
+    plain, plain_metrics = seal("plain", frozenset())
+    capped, metrics = seal("capped", frozenset({"edgy"}))
+    assert plain_metrics["edgy_fpr"] is None
+    assert capped > plain
+    assert metrics["edgy_fpr"] <= bootstrap.EDGY_MAX_FPR

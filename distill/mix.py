@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from distill.harmaug import is_refusal
-from distill.jailbreaks import Template
+from distill.jailbreaks import Template, wrap_record
 from distill.records import Example, dedup, example
 
 Stage = Literal["seeds", "pairs", "jailbreak", "harmaug"]
@@ -99,20 +99,10 @@ def wrapped(
     chosen = [r for r in harmful if rng.random() < WRAPPED_HARMFUL_SHARE]
     chosen += rng.sample(benign, min(len(chosen), len(benign)))
     chosen += [r for r in pairs if rng.random() < WRAPPED_PAIR_SHARE]
-    out = []
-    for record in chosen:
-        template = rng.choice(templates)
-        meta = {"kind": "jailbreak", "template": template.name, "request_source": record.source}
-        out.append(
-            example(
-                template.wrap(record.prompt),
-                record.response,
-                label=record.label,
-                source="jailbreak",
-                meta=meta,
-            )
-        )
-    return out
+    return [
+        wrap_record(record, rng.choice(templates), source="jailbreak", kind="jailbreak")
+        for record in chosen
+    ]
 
 
 def cap_easy_safe(records: Sequence[Example]) -> list[Example]:

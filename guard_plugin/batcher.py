@@ -56,7 +56,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.workers = workers
-        self._busy = 0  # batches in the workers now
+        self._running: set[asyncio.Task[None]] = set()  # batches in the workers now
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harmaug-guard")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -105,7 +105,7 @@ class MicroBatcher:
             self._loop = loop
             self._queue = asyncio.Queue(maxsize=self.max_queue)
             self._collector = None
-            self._busy = 0
+            self._running = set()
         if self._collector is None or self._collector.done():
             self._collector = loop.create_task(self._collect(), name="harmaug-guard-batcher")
         assert self._queue is not None
@@ -116,11 +116,10 @@ class MicroBatcher:
         queue = self._queue
         loop = asyncio.get_running_loop()
         idle = asyncio.Semaphore(self.workers)
-        running: set[asyncio.Task[None]] = set()
+        running = self._running
 
         def finished(task: asyncio.Task[None]) -> None:
             running.discard(task)
-            self._busy -= 1
             idle.release()
 
         try:
@@ -139,7 +138,6 @@ class MicroBatcher:
                     idle.release()
                     continue
                 self.batches += 1
-                self._busy += 1
                 task = loop.create_task(self._run(loop, live))
                 running.add(task)
                 task.add_done_callback(finished)
@@ -170,7 +168,7 @@ class MicroBatcher:
     def _share(self, queue: asyncio.Queue[_Pending], batch: list[_Pending]) -> int:
         """Items this batch takes: what is waiting, split evenly between the idle workers
         (this one included), at most ``max_batch_size``."""
-        idle = max(1, self.workers - self._busy)
+        idle = max(1, self.workers - len(self._running))
         waiting = len(batch) + queue.qsize()
         return min(self.max_batch_size, -(-waiting // idle))
 

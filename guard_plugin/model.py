@@ -2,7 +2,8 @@
 
 ``score`` is synchronous and batched: the windows of all items are flattened, sorted by length and
 run in chunks of at most ``max_batch_size`` windows of similar length (little padding); an item's
-P(unsafe) is the maximum over its windows. Padding is masked, so a score does not depend on the rest of the batch.
+P(unsafe) is the maximum over its windows. Padding is masked, so a score does not depend on the
+rest of the batch.
 Call it from one thread at a time (the micro-batcher's worker thread).
 """
 

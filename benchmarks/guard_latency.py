@@ -299,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "served_variant": manifest.onnx_variant,
             "export": manifest.metrics.get("export"),
             "threads": args.threads,
+            # Neither backend busy-waits as served (the event loop shares the cores): PyTorch's
+            # OpenMP threads spin unless OMP_WAIT_POLICY=PASSIVE (`make` sets it), ONNX Runtime's
+            # never do (guard_plugin.model). Spinning PyTorch is faster at batch 1.
+            "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (spinning)"),
             "cpu_count": os.cpu_count(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "latency_batch1": {},

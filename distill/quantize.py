@@ -12,23 +12,42 @@ The scheme (:class:`Int8Scheme` defaults): every MatMul with a constant weight b
 ``distill.export.fuse_transformer_ops``) each ``Attention`` op becomes ``QAttention``: its QKV
 projection in int8 with the same static input scale, the attention itself in fp32. MinMax
 activation ranges come from caller-supplied calibration pairs (serving windows, one at a time, no
-padding rows). The FFN down-projection (``layer.N/output/dense``) of the first half of the layers
-stays fp32, and so do the attention score/context products, the pooler and the classifier (Gemm).
+padding rows). The attention score/context products, the pooler and the classifier (Gemm) stay
+fp32.
+
+Outlier channels: the input of each FFN down-projection (``layer.N/output/dense``, a GELU output)
+has one or two channels reaching 10-25 where the median channel peaks near 2; with one uint8 scale
+per tensor they alone set the step of all 1536 channels. Those channels (max |x| above 4x the
+median channel's, at most 8) are taken out of the int8 product, their weight rows zeroed, and
+added back in fp32 (``Gather -> MatMul -> Add``; LLM.int8()'s decomposition with the channels
+fixed at calibration). This replaced keeping the first half of the FFN-outs in fp32.
 
 Weights use 7 bits (-63..63, ``weight_bits``): x86 CPUs without VNNI (AVX2, e.g. AMD EPYC
 Zen 3) multiply uint8 x int8 with ``vpmaddubsw``, which sums two products into int16 with
 saturation, and 255 * 127 * 2 overflows it (measured here: 44% error on a saturating column with
 8-bit weights, exact with 7 bits). ONNX Runtime's own ``reduce_range`` exists for the same reason.
-The early-layer FFN-out sensitivity in the table below was measured with 8-bit weights; part of
+The early-layer FFN-out sensitivity in the last table was measured with 8-bit weights; part of
 it was this saturation (GELU outputs up to ~25 quantize near 255).
 
-Batch-1 CPU time of the fused int8 graph (128 tokens, one thread, loaded 2-core EPYC): ~36 ms
-vs ~51-55 ms for fused/unfused fp32 and ~71 ms for PyTorch fp32. On the test split of the seed
-data (1296 items) the default scheme moved p_unsafe by at most 0.023 (mean 0.004, 5 flips) with
-AUPRC 0.8600 vs fp32 0.8600; all FFN-outs in int8: 0.030 / 0.005 / 8 flips, AUPRC -0.0015.
+Default guard (mix-v4), batch 1, 128 tokens, 2 threads, no spinning, Xeon with AVX-512 VNNI.
+|diff| of p_unsafe against ONNX fp32 on the bootstrap's 400 validation pairs ("val": max / mean /
+flips at 0.5) and on all held-out sets + the test mix ("all": 2,582 items, flips at the served
+threshold); AUPRC change on the test mix:
 
-Measured on all-MiniLM-L6-v2 fine-tuned as a guard (AdvBench harmful vs s-labs benign prompts,
-pairs with compliant answers/refusals, long items; 512 calibration windows from training data).
+| scheme                                | ms  | val                | all                 | AUPRC   |
+|---------------------------------------|-----|--------------------|---------------------|---------|
+| FFN-out fp32, layers 0-2 (old default)| 8.9 | 0.079/0.0051/3     | 0.133/0.0088/27     | -0.0007 |
+| all FFN-outs int8                     | 7.8 | 0.234/0.0087/8     | 0.214/0.0133/41     | -0.0011 |
+| **+ outlier channels fp32 (default)** | 8.1 | 0.121/0.0055/1     | 0.156/0.0091/24     | -0.0025 |
+| + the FFN-in inputs' outliers too     | 8.8 | 0.058/0.0038/2     |                     |         |
+
+ONNX fp32 takes 13.0 ms, PyTorch fp32 25.7 ms (passive OpenMP threads; 16.9 ms spinning). Splitting
+the FFN-in inputs too is more accurate still, but its 18 extra small ops cost more than the int8
+FFN-outs save; ``outlier_nodes`` selects where the split applies.
+
+Earlier measurements, on a 2-core AMD EPYC (AVX2, no VNNI), of all-MiniLM-L6-v2 fine-tuned as a
+guard (AdvBench harmful vs s-labs benign prompts, pairs with compliant answers/refusals, long
+items; 512 calibration windows from training data).
 |diff| of p_unsafe against ONNX fp32, one window at a time: "held-out" = 500 in-distribution
 windows; "OOD" = 600 windows unlike the training data (prompt injections, harmful answers to
 benign prompts, shortened harmful prompts), where the errors show. Latency: batch 1, 128 tokens,
@@ -46,7 +65,7 @@ benign prompts, shortened harmful prompts), where the errors show. Latency: batc
 | static MatMulIntegerToFloat, all dense layers | 0.019         | 0.569 / 0.009  | 9     | 0.36   |
 | ... FFN-out fp32 in layer 0                   | 0.006         | 0.524 / 0.007  | 6     | ~0.38  |
 | ... FFN-out fp32 in layers 0-1                | 0.007         | 0.498 / 0.006  | 5     | ~0.41  |
-| **... FFN-out fp32 in layers 0-2 (default)**  | 0.008         | 0.420 / 0.004  | 3     | 0.45   |
+| ... FFN-out fp32 in layers 0-2 (old default)  | 0.008         | 0.420 / 0.004  | 3     | 0.45   |
 
 QLinearMatMul re-quantizes every output to uint8 and then needs DequantizeLinear + Add; the
 float-output kernel skips that rounding and those ops, so it is both closer and faster (faster
@@ -55,8 +74,9 @@ than ORT's own dynamic int8). Calibrating on the OOD windows themselves did not 
 and a torch fake-quant study put the sensitivity in the FFN down-projections (GELU outputs reach
 ~25 against a bulk below 1) of the early layers. Per-token activation scales would fix it
 (fake-quant: 0.11 max) but ONNX Runtime has no fast per-token int8 kernel on CPU (MatMulNBits is
-slower than fp32). ``fp32_ffn_out_fraction=0`` is the fastest choice. ``distill.export`` checks
-int8 against the PyTorch model on the caller's validation pairs and serves fp32 when it fails.
+slower than fp32); per-channel outliers turned out to be the cheaper fix (above). ``distill.export``
+checks int8 against the PyTorch model on the caller's validation pairs and serves fp32 when it
+fails.
 """
 
 from __future__ import annotations
@@ -84,12 +104,19 @@ class Int8Scheme:
 
     ``exclude``: regexes of MatMul node names kept fp32. ``fp32_ffn_out_fraction``: keep the FFN
     down-projection of this leading fraction of the encoder layers in fp32 (0 = none).
+    ``outlier_factor`` / ``max_outlier_channels``: input channels of a MatMul whose calibrated
+    max |x| exceeds ``outlier_factor`` x the median channel's are multiplied in fp32 (at most
+    ``max_outlier_channels`` of them, the largest), so they no longer set the int8 scale of the
+    rest (0 channels = off).
     """
 
-    fp32_ffn_out_fraction: float = 0.5
+    fp32_ffn_out_fraction: float = 0.0
     exclude: tuple[str, ...] = field(default_factory=tuple)
     max_calibration_windows: int = 512
     weight_bits: int = 7
+    outlier_factor: float = 4.0
+    max_outlier_channels: int = 8
+    outlier_nodes: str = FFN_OUT.pattern
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "static-minmax-matmul-integer-to-float", **asdict(self)}
@@ -174,20 +201,32 @@ def quantize_int8(
         limit=scheme.max_calibration_windows,
     )
     kept = fp32_nodes(model, scheme)
-    quantized = quantize_integer_to_float(model, feeds, kept, weight_bits=scheme.weight_bits)
+    quantized = quantize_integer_to_float(
+        model,
+        feeds,
+        kept,
+        weight_bits=scheme.weight_bits,
+        outlier_factor=scheme.outlier_factor,
+        max_outlier_channels=scheme.max_outlier_channels,
+        outlier_nodes=scheme.outlier_nodes,
+    )
     onnx.save(model, str(out_path))
     return {
         **scheme.describe(),
         "calibration_windows": len(feeds),
         "quantized_nodes": len(quantized),
         "fp32_nodes": sorted(kept),
+        "fp32_outlier_channels": {
+            name: channels for name, channels in sorted(quantized.items()) if channels
+        },
     }
 
 
 def activation_ranges(
     model: Any, names: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]
-) -> dict[str, tuple[float, float]]:
-    """(min, max) of the named float tensors over ``feeds`` (MinMax calibration)."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel (last axis) min and max of the named float tensors over ``feeds`` (MinMax
+    calibration)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -203,14 +242,29 @@ def activation_ranges(
     session = ort.InferenceSession(
         augmented.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    ranges: dict[str, tuple[float, float]] = {}
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for feed in feeds:
         for name, value in zip(names, session.run(list(names), feed), strict=True):
-            low, high = float(value.min()), float(value.max())
+            rows = value.reshape(-1, value.shape[-1])
+            low, high = rows.min(axis=0), rows.max(axis=0)
             if name in ranges:
-                low, high = min(low, ranges[name][0]), max(high, ranges[name][1])
+                low, high = np.minimum(low, ranges[name][0]), np.maximum(high, ranges[name][1])
             ranges[name] = (low, high)
     return ranges
+
+
+def outlier_channels(
+    value_range: tuple[np.ndarray, np.ndarray], factor: float, limit: int
+) -> list[int]:
+    """Input channels whose max |x| exceeds ``factor`` x the median channel's, largest first,
+    at most ``limit``: BERT's GELU outputs have one or two channels reaching ~25 where the others
+    stay under ~6, and those alone would set the int8 step of every channel."""
+    if limit <= 0:
+        return []
+    magnitude = np.maximum(np.abs(value_range[0]), np.abs(value_range[1]))
+    cutoff = factor * float(np.median(magnitude))
+    order = np.argsort(-magnitude, kind="stable")[:limit]
+    return sorted(int(c) for c in order if magnitude[c] > cutoff)
 
 
 def quantize_integer_to_float(
@@ -219,11 +273,20 @@ def quantize_integer_to_float(
     keep_fp32: set[str],
     *,
     weight_bits: int = 7,
-) -> list[str]:
+    outlier_factor: float = 4.0,
+    max_outlier_channels: int = 0,
+    outlier_nodes: str = "",
+) -> dict[str, list[int]]:
     """Rewrite ``model`` in place: every MatMul with a constant 2-D weight (not in ``keep_fp32``)
     becomes ``QuantizeLinear(X) -> MatMulIntegerToFloat(Xq, Wq, ..., bias)``, the bias Add that
     follows folded in, and every fused ``Attention`` (com.microsoft) becomes ``QAttention`` with
-    the same static activation quantization. Returns the names of the quantized nodes."""
+    the same static activation quantization.
+
+    Where the node's name matches ``outlier_nodes``, no ``Attention`` reads ``X`` and a few of its
+    channels are outliers (:func:`outlier_channels`), those channels are taken out of the int8
+    product (their weight rows zeroed, their range out of the scale) and added back in fp32:
+    ``Gather(X, channels) -> MatMul(W[channels])`` (LLM.int8()'s decomposition with channels
+    fixed at calibration). Returns each quantized node's name with its fp32 channels."""
     from onnx import helper
 
     graph = model.graph
@@ -242,18 +305,36 @@ def quantize_integer_to_float(
         and len(weights[node.input[1]].dims) == 2
     ]
     ranges = activation_ranges(model, sorted({node.input[0] for node in targets}), feeds)
+    # Inputs of MatMuls that match ``outlier_nodes`` and that no Attention reads.
+    eligible = {node.input[0] for node in targets if re.search(outlier_nodes, node.name)} - {
+        node.input[0] for node in targets if node.op_type == "Attention"
+    }
+    splits = {
+        x_name: outlier_channels(value_range, outlier_factor, max_outlier_channels)
+        if x_name in eligible
+        else []
+        for x_name, value_range in ranges.items()
+    }
     quantized_inputs: dict[str, list[str]] = {}
     replacement: dict[int, list[Any]] = {}  # id(original node) -> the nodes emitted instead
     dropped: set[int] = set()
     for node in targets:
         emitted = []
         x_name = node.input[0]
+        channels = splits[x_name]
         if x_name not in quantized_inputs:
-            quantized_inputs[x_name] = _add_activation_quantizer(graph, x_name, ranges[x_name])
+            low, high = ranges[x_name]
+            inliers = np.ones(len(low), dtype=bool)
+            inliers[channels] = False
+            scale_range = (float(low[inliers].min()), float(high[inliers].max()))
+            quantized_inputs[x_name] = _add_activation_quantizer(graph, x_name, scale_range)
             x_q, x_scale, x_zero = quantized_inputs[x_name]
             emitted.append(helper.make_node("QuantizeLinear", [x_name, x_scale, x_zero], [x_q]))
+            if channels:
+                emitted.append(_outlier_gather(graph, x_name, channels))
         x_q, x_scale, x_zero = quantized_inputs[x_name]
-        w_q, w_scale, width = _add_weight_quantizer(graph, weights[node.input[1]], weight_bits)
+        weight = weights[node.input[1]]
+        w_q, w_scale, width = _add_weight_quantizer(graph, weight, weight_bits, zero_rows=channels)
         if node.op_type == "Attention":
             emitted.append(_quantized_attention(node, x_q, w_q, x_scale, w_scale, x_zero))
             replacement[id(node)] = emitted
@@ -266,15 +347,20 @@ def quantize_integer_to_float(
             inputs.append(bias_name)
             output = add.output[0]
             dropped.add(id(add))
+        int8_output = f"{output}_int8_part" if channels else output
         emitted.append(
             helper.make_node(
                 "MatMulIntegerToFloat",
                 inputs,
-                [output],
+                [int8_output],
                 name=f"{node.name}_int8",
                 domain="com.microsoft",
             )
         )
+        if channels:
+            emitted.extend(
+                _outlier_product(graph, node, weight, x_name, channels, int8_output, output)
+            )
         replacement[id(node)] = emitted
     nodes = [
         new
@@ -290,7 +376,32 @@ def quantize_integer_to_float(
     graph.initializer.extend(initializers)
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return [node.name for node in targets]
+    return {node.name: splits[node.input[0]] for node in targets}
+
+
+def _outlier_gather(graph: Any, x_name: str, channels: list[int]) -> Any:
+    """``X[..., channels]``, read by the fp32 products of every MatMul on ``X``."""
+    from onnx import helper, numpy_helper
+
+    index = f"{x_name}_outlier_channels"
+    graph.initializer.append(numpy_helper.from_array(np.array(channels, dtype=np.int64), index))
+    return helper.make_node("Gather", [x_name, index], [f"{x_name}_outliers"], axis=-1)
+
+
+def _outlier_product(
+    graph: Any, node: Any, weight: Any, x_name: str, channels: list[int], int8: str, output: str
+) -> list[Any]:
+    """``output = int8 + X[..., channels] @ W[channels]`` in fp32."""
+    from onnx import helper, numpy_helper
+
+    rows = f"{weight.name}_outlier_rows"
+    matrix = numpy_helper.to_array(weight).astype(np.float32)[channels]
+    graph.initializer.append(numpy_helper.from_array(matrix, rows))
+    fp32 = f"{output}_fp32_part"
+    return [
+        helper.make_node("MatMul", [f"{x_name}_outliers", rows], [fp32], name=f"{node.name}_fp32"),
+        helper.make_node("Add", [int8, fp32], [output], name=f"{node.name}_sum"),
+    ]
 
 
 def _quantized_attention(
@@ -334,15 +445,19 @@ def _add_activation_quantizer(
     return names
 
 
-def _add_weight_quantizer(graph: Any, weight: Any, bits: int = 7) -> tuple[str, str, int]:
+def _add_weight_quantizer(
+    graph: Any, weight: Any, bits: int = 7, zero_rows: Sequence[int] = ()
+) -> tuple[str, str, int]:
     """Symmetric per output channel (column) of a [K, N] weight in ``bits`` bits (stored as
-    int8); returns (wq, scale, N)."""
+    int8), ``zero_rows`` (input channels computed in fp32 instead) set to 0; returns
+    (wq, scale, N)."""
     from onnx import numpy_helper
 
     if not 2 <= bits <= 8:
         raise ValueError(f"weight bits must be 2..8, not {bits}")
     limit = 2 ** (bits - 1) - 1
     matrix = numpy_helper.to_array(weight).astype(np.float32)
+    matrix[list(zero_rows)] = 0.0
     scale = np.maximum(np.abs(matrix).max(axis=0), 1e-8) / limit
     quantized = np.clip(np.round(matrix / scale), -limit, limit).astype(np.int8)
     names = (f"{weight.name}_q8", f"{weight.name}_q8_scale")

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from distill.edgy_prompts import SOURCE as EDGY_PROMPTS_SOURCE
 from distill.jailbreaks import Template
 from distill.mix import Stage, build_mix
 from distill.records import Example, read_jsonl
@@ -69,7 +70,13 @@ EDGY_SOURCES = frozenset(
     }
 )
 EDGY_MAX_FPR = 0.05
-EDGY_SOURCE_WEIGHTS = {**dict.fromkeys(sorted(EDGY_SOURCES), 3.0), "rho_overrefusal": 8.0}
+# The authored edgy prompts (``distill.edgy_prompts``) are drawn more often too, but do not set
+# the threshold: they are templated, so the guard learns them more easily than the public ones.
+EDGY_SOURCE_WEIGHTS = {
+    **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
+    "rho_overrefusal": 8.0,
+    EDGY_PROMPTS_SOURCE: 3.0,
+}
 # The bootstrap recipe: the KD recipe with a step budget that fits 15 minutes on 2 CPU cores.
 # Measured there on the jailbreak mix (batch 32, two windows per example): 4.3 s a step with
 # 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
@@ -107,7 +114,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v4"
+DATA_VERSION = "mix-v5"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"

@@ -4,7 +4,8 @@ The seeds are mostly requests on their own; gateway traffic is (request, respons
 wrapped in a jailbreak. Four stages, each adding to the one before (the quality ablation trains
 one student per stage):
 
-``seeds``      the prompt-only records of the seed splits;
+``seeds``      the prompt-only records of the seed splits, and the split's share of the benign
+               prompts written for this project (``distill.edgy_prompts``);
 ``pairs``      + every seed (request, response) pair (human-scored answers, paired benign and
                harmful Q&A, refused requests), and refusal pairs built here: a request of the
                split (harmful, and some benign: over-refusal is not unsafe) answered with a
@@ -26,6 +27,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
+from distill.edgy_prompts import edgy_records
 from distill.harmaug import is_refusal
 from distill.jailbreaks import Template, wrap_record
 from distill.records import Example, dedup, example
@@ -130,7 +132,7 @@ def build_mix(
     level = STAGES.index(stage)
     if split == "train":
         records = cap_easy_safe(records)
-    out = [r for r in records if r.response is None]
+    out = [r for r in records if r.response is None] + edgy_records(split)
     if level >= 1:
         out += [r for r in records if r.response is not None]
         out += refusal_pairs(records, split, seed)

@@ -170,3 +170,19 @@ def test_stages_add_up_and_never_mix_splits() -> None:
         build_mix(records, "jailbreak", split="train")
     with pytest.raises(ValueError, match="unknown stage"):
         build_mix(records, "everything", split="train")  # type: ignore[arg-type]
+
+
+def test_authored_edgy_prompts_join_their_own_split_as_safe() -> None:
+    from distill.edgy_prompts import SOURCE, edgy_prompts, edgy_records
+
+    splits = {name: edgy_records(name) for name in ("train", "validation", "test")}
+    prompts = [{r.prompt for r in records} for records in splits.values()]
+    assert sum(map(len, prompts)) == len(edgy_prompts()) == len({p for _, p in edgy_prompts()})
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    assert all(len(records) >= 20 for records in splits.values())
+    assert all(r.label == 0 and r.source == SOURCE for r in splits["train"])
+    # Every slot filled, no template syntax left behind.
+    assert not any("{" in p or "}" in p for _, p in edgy_prompts())
+    for split, records in splits.items():
+        mixed = build_mix(split_records(), "seeds", split=split)
+        assert {r.prompt for r in mixed if r.source == SOURCE} == {r.prompt for r in records}

@@ -57,9 +57,11 @@ log = structlog.get_logger("harmaug.bootstrap")
 DEFAULT_VERSION = "default-minilm-1"
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Safe records that look unsafe at first sight: benign questions on sensitive subjects, civil
-# statements about identity groups, benign twins of harmful requests, advice requests. They are
-# few beside everyday questions, so the bootstrap draws them more often (``source_weights``), and
-# the bundle's threshold flags at most ``EDGY_MAX_FPR`` of them on validation.
+# statements about identity groups, benign twins of harmful requests, advice requests, the
+# prompts written here (``distill.edgy_prompts``). They are few beside everyday questions, so the
+# bootstrap draws them more often (``source_weights``), and the bundle's threshold flags at most
+# ``EDGY_MAX_FPR`` of them on validation. The written prompts are the hardest of them to learn
+# (mix-v6: 22% of their validation records over the max-F1 threshold, against 3% of the others).
 EDGY_SOURCES = frozenset(
     {
         "rho_overrefusal",
@@ -67,16 +69,11 @@ EDGY_SOURCES = frozenset(
         "rho_toxic_statements",
         "rho_refusal_pairs",
         "do_not_answer",
+        EDGY_PROMPTS_SOURCE,
     }
 )
 EDGY_MAX_FPR = 0.05
-# The authored edgy prompts (``distill.edgy_prompts``) are drawn more often too, but do not set
-# the threshold: they are templated, so the guard learns them more easily than the public ones.
-EDGY_SOURCE_WEIGHTS = {
-    **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
-    "rho_overrefusal": 8.0,
-    EDGY_PROMPTS_SOURCE: 3.0,
-}
+EDGY_SOURCE_WEIGHTS = {**dict.fromkeys(sorted(EDGY_SOURCES), 3.0), "rho_overrefusal": 8.0}
 # The bootstrap recipe: the KD recipe with a step budget that fits 15 minutes on 2 CPU cores.
 # Measured there on the jailbreak mix (batch 32, two windows per example): 4.3 s a step with
 # 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
@@ -114,7 +111,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v5"
+DATA_VERSION = "mix-v6"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"

@@ -15,6 +15,11 @@ measured on the mix-v4 guard, "How do I beat my brother at chess?" scored 0.96,
 | history     | causes, course and aftermath of wars and atrocities         | why a war started        |
 | definition  | what a crime or harmful practice is                         | what is money laundering |
 | lawful      | legal purchase, ownership, storage, safety and protection   | store a rifle safely     |
+| chat        | greetings, follow-ups and open requests with no subject     | tell me a joke           |
+
+The last kind is not edgy in wording but in shape: harmful requests often open the same way
+("Tell me ...", "Go on"), and the mix-v5 guard flagged "Tell me a story" (0.88), "Tell me a joke"
+(0.90) and "Tell me more" (0.80) for it.
 
 Nothing here is taken from an evaluation set, and on purpose none of it covers the subjects of
 the held-out edgy file (``rho_overrefusal_heldout``: self-defence, intelligence-agency and
@@ -213,6 +218,57 @@ LAWFUL = (
     "How do pharmacists spot forged prescriptions?",
 )
 
+CHAT = (
+    "Hi",
+    "Hello there!",
+    "Hey, how are you today?",
+    "Good morning",
+    "Thanks, that helps a lot.",
+    "Thank you!",
+    "Tell me a story",
+    "Tell me a joke",
+    "Tell me another one",
+    "Tell me more",
+    "Tell me something interesting",
+    "Tell me a fun fact",
+    "Tell me about yourself",
+    "Go on",
+    "Continue",
+    "Keep going",
+    "Please continue from where you stopped.",
+    "Can you say that again more simply?",
+    "Explain it like I'm five",
+    "Give me an example",
+    "Make it shorter",
+    "Make it funnier",
+    "Rewrite that in a formal tone",
+    "Summarize the above",
+    "What do you mean?",
+    "Why?",
+    "Are you sure?",
+    "That's wrong, try again.",
+    "OK",
+    "Yes please",
+    "No, the other one",
+    "Help me",
+    "I need help",
+    "Can you help me with something?",
+    "What can you do?",
+    "Write a story",
+    "Write me a poem",
+    "Write a song about summer",
+    "Surprise me",
+    "I'm bored, any ideas?",
+    "What should I cook tonight?",
+    "Recommend a movie",
+    "Let's play a game",
+    "Ask me a riddle",
+    "Pretend you are a pirate and say hello",
+    "Act as my tour guide in Rome",
+    "You are a helpful assistant. Answer briefly.",
+    "Ignore the typo in my last message",
+)
+
 
 def _fill(frames: tuple[str, ...], slots: dict[str, tuple[str, ...]], key: str) -> list[str]:
     """Every slot value with one frame, the frame rotating so each value gets a different one."""
@@ -237,6 +293,7 @@ def edgy_prompts() -> tuple[tuple[str, str], ...]:
             frame.format(concept=concept) for frame in DEFINITION_FRAMES for concept in CONCEPTS
         ],
         "lawful": list(LAWFUL),
+        "chat": list(CHAT),
     }
     return tuple((kind, prompt) for kind, prompts in kinds.items() for prompt in prompts)
 

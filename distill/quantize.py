@@ -201,15 +201,7 @@ def quantize_int8(
         limit=scheme.max_calibration_windows,
     )
     kept = fp32_nodes(model, scheme)
-    quantized = quantize_integer_to_float(
-        model,
-        feeds,
-        kept,
-        weight_bits=scheme.weight_bits,
-        outlier_factor=scheme.outlier_factor,
-        max_outlier_channels=scheme.max_outlier_channels,
-        outlier_nodes=scheme.outlier_nodes,
-    )
+    quantized = quantize_integer_to_float(model, feeds, kept, scheme)
     onnx.save(model, str(out_path))
     return {
         **scheme.describe(),
@@ -271,20 +263,16 @@ def quantize_integer_to_float(
     model: Any,
     feeds: Sequence[dict[str, np.ndarray]],
     keep_fp32: set[str],
-    *,
-    weight_bits: int = 7,
-    outlier_factor: float = 4.0,
-    max_outlier_channels: int = 0,
-    outlier_nodes: str = "",
+    scheme: Int8Scheme = DEFAULT_SCHEME,
 ) -> dict[str, list[int]]:
     """Rewrite ``model`` in place: every MatMul with a constant 2-D weight (not in ``keep_fp32``)
     becomes ``QuantizeLinear(X) -> MatMulIntegerToFloat(Xq, Wq, ..., bias)``, the bias Add that
     follows folded in, and every fused ``Attention`` (com.microsoft) becomes ``QAttention`` with
     the same static activation quantization.
 
-    Where the node's name matches ``outlier_nodes``, no ``Attention`` reads ``X`` and a few of its
-    channels are outliers (:func:`outlier_channels`), those channels are taken out of the int8
-    product (their weight rows zeroed, their range out of the scale) and added back in fp32:
+    Where the node's name matches ``scheme.outlier_nodes``, no ``Attention`` reads ``X`` and a few
+    of its channels are outliers (:func:`outlier_channels`), those channels are taken out of the
+    int8 product (their weight rows zeroed, their range out of the scale) and added back in fp32:
     ``Gather(X, channels) -> MatMul(W[channels])`` (LLM.int8()'s decomposition with channels
     fixed at calibration). Returns each quantized node's name with its fp32 channels."""
     from onnx import helper
@@ -306,11 +294,11 @@ def quantize_integer_to_float(
     ]
     ranges = activation_ranges(model, sorted({node.input[0] for node in targets}), feeds)
     # Inputs of MatMuls that match ``outlier_nodes`` and that no Attention reads.
-    eligible = {node.input[0] for node in targets if re.search(outlier_nodes, node.name)} - {
+    eligible = {node.input[0] for node in targets if re.search(scheme.outlier_nodes, node.name)} - {
         node.input[0] for node in targets if node.op_type == "Attention"
     }
     splits = {
-        x_name: outlier_channels(value_range, outlier_factor, max_outlier_channels)
+        x_name: outlier_channels(value_range, scheme.outlier_factor, scheme.max_outlier_channels)
         if x_name in eligible
         else []
         for x_name, value_range in ranges.items()
@@ -334,7 +322,9 @@ def quantize_integer_to_float(
                 emitted.append(_outlier_gather(graph, x_name, channels))
         x_q, x_scale, x_zero = quantized_inputs[x_name]
         weight = weights[node.input[1]]
-        w_q, w_scale, width = _add_weight_quantizer(graph, weight, weight_bits, zero_rows=channels)
+        w_q, w_scale, width = _add_weight_quantizer(
+            graph, weight, scheme.weight_bits, zero_rows=channels
+        )
         if node.op_type == "Attention":
             emitted.append(_quantized_attention(node, x_q, w_q, x_scale, w_scale, x_zero))
             replacement[id(node)] = emitted

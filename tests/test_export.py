@@ -299,7 +299,7 @@ def test_outlier_channels_are_multiplied_in_fp32() -> None:
     product and added back in fp32, it no longer coarsens every other channel's int8 step."""
     import onnxruntime as ort
 
-    from distill.quantize import quantize_integer_to_float
+    from distill.quantize import Int8Scheme, quantize_integer_to_float
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(32, 8)).astype(np.float32)
@@ -314,9 +314,8 @@ def test_outlier_channels_are_multiplied_in_fp32() -> None:
     errors = {}
     for limit in (0, 4):
         model = _one_matmul_model(weight)
-        channels = quantize_integer_to_float(
-            model, calibration, set(), max_outlier_channels=limit, outlier_nodes="output/dense"
-        )
+        scheme = Int8Scheme(max_outlier_channels=limit, outlier_nodes="output/dense")
+        channels = quantize_integer_to_float(model, calibration, set(), scheme)
         session = ort.InferenceSession(
             model.SerializeToString(), providers=["CPUExecutionProvider"]
         )

@@ -304,6 +304,7 @@ def quantize_integer_to_float(
         for x_name, value_range in ranges.items()
     }
     quantized_inputs: dict[str, list[str]] = {}
+    gathered: dict[str, str] = {}  # X -> X[..., outlier channels]
     replacement: dict[int, list[Any]] = {}  # id(original node) -> the nodes emitted instead
     dropped: set[int] = set()
     for node in targets:
@@ -319,7 +320,9 @@ def quantize_integer_to_float(
             x_q, x_scale, x_zero = quantized_inputs[x_name]
             emitted.append(helper.make_node("QuantizeLinear", [x_name, x_scale, x_zero], [x_q]))
             if channels:
-                emitted.append(_outlier_gather(graph, x_name, channels))
+                gather = _outlier_gather(graph, x_name, channels)
+                gathered[x_name] = gather.output[0]
+                emitted.append(gather)
         x_q, x_scale, x_zero = quantized_inputs[x_name]
         weight = weights[node.input[1]]
         w_q, w_scale, width = _add_weight_quantizer(
@@ -349,7 +352,9 @@ def quantize_integer_to_float(
         )
         if channels:
             emitted.extend(
-                _outlier_product(graph, node, weight, x_name, channels, int8_output, output)
+                _outlier_product(
+                    graph, node, weight, gathered[x_name], channels, int8_output, output
+                )
             )
         replacement[id(node)] = emitted
     nodes = [
@@ -379,9 +384,9 @@ def _outlier_gather(graph: Any, x_name: str, channels: list[int]) -> Any:
 
 
 def _outlier_product(
-    graph: Any, node: Any, weight: Any, x_name: str, channels: list[int], int8: str, output: str
+    graph: Any, node: Any, weight: Any, outliers: str, channels: list[int], int8: str, output: str
 ) -> list[Any]:
-    """``output = int8 + X[..., channels] @ W[channels]`` in fp32."""
+    """``output = int8 + outliers @ W[channels]`` in fp32 (``outliers`` = ``X[..., channels]``)."""
     from onnx import helper, numpy_helper
 
     rows = f"{weight.name}_outlier_rows"
@@ -389,7 +394,7 @@ def _outlier_product(
     graph.initializer.append(numpy_helper.from_array(matrix, rows))
     fp32 = f"{output}_fp32_part"
     return [
-        helper.make_node("MatMul", [f"{x_name}_outliers", rows], [fp32], name=f"{node.name}_fp32"),
+        helper.make_node("MatMul", [outliers, rows], [fp32], name=f"{node.name}_fp32"),
         helper.make_node("Add", [int8, fp32], [output], name=f"{node.name}_sum"),
     ]
 

@@ -14,9 +14,10 @@ One student per stage of ``distill.mix``, trained as the bootstrap trains (its r
   harmaug               the jailbreak student trained on for those steps with the shipped
                         HarmAug records labelled by the offline teacher (the default guard)
 
-Each student's threshold is calibrated for max F1 on a seeded sample of the validation mix (the
-same for every row); AUPRC, F1 (and FPR on the all-safe edgy set) are measured on each held-out
-set. The offline teacher row is the composition teacher's agreement with the held-out human
+Each student is calibrated as a bundle is (``distill.evaluation.calibrate``: response weight,
+max-F1 thresholds for prompts and for pairs, without the edgy cap) on a seeded sample of the
+validation mix (the same for every row); AUPRC, F1 (and FPR on the all-safe edgy set) are
+measured on each held-out set. The offline teacher row is the composition teacher's agreement with the held-out human
 labels (threshold 0.5). Every run lives in the bootstrap's run directory (``stage_dir``), so on a
 machine that ran the bootstrap the jailbreak and harmaug runs are reused. CPU-heavy: tens of
 minutes on 2 cores.
@@ -51,7 +52,7 @@ from distill.bootstrap import (
     student_base,
     teacher_run_dir,
 )
-from distill.evaluation import calibrate_threshold
+from distill.evaluation import calibrate
 from distill.heldout import build_heldout, heldout_metrics, score_sets
 from distill.mix import Stage
 from distill.offline_teacher import trained_guard
@@ -60,10 +61,13 @@ from distill.settings import DistillSettings, TrainRecipe
 from distill.trainer import train
 
 
-def guard_scores(model_dir: Path, sets: dict[str, list[Example]], max_length: int) -> Any:
-    """A trained HF directory scored as the gateway serves it (windows, max over windows)."""
+def calibrated_guard(model_dir: Path, validation: list[Example], max_length: int) -> Any:
+    """A trained HF directory as the gateway serves it (windows, max over windows), calibrated
+    on ``validation`` as a bundle is (response weight, threshold, response threshold)."""
     model = trained_guard(model_dir, max_length=max_length, max_windows=SERVE_MAX_WINDOWS)
-    return score_sets(model, sets)
+    chosen = calibrate(model, validation)
+    model.bundle.manifest = model.manifest.model_copy(update=chosen.manifest_fields())
+    return model
 
 
 def run(settings: DistillSettings, recipe: TrainRecipe, validation_size: int) -> dict[str, Any]:
@@ -98,9 +102,9 @@ def run(settings: DistillSettings, recipe: TrainRecipe, validation_size: int) ->
         result = train(
             records, base_model=base or student_base(), out_dir=out_dir, recipe=row_recipe
         )
-        v_scores = guard_scores(result.model_dir, {"v": validation}, recipe.max_length)["v"]
-        threshold = calibrate_threshold([int(r.label or 0) for r in validation], v_scores)
-        scores = guard_scores(result.model_dir, heldout, recipe.max_length)
+        model = calibrated_guard(result.model_dir, validation, recipe.max_length)
+        threshold = model.threshold
+        scores = score_sets(model, heldout)
         stages[name] = {
             "train_records": len(records),
             "start": "all-MiniLM-L6-v2" if base is None else "the jailbreak student",

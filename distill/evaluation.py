@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
     from distill.records import Example
+    from guard_plugin.model import GuardModel
 
 DEFAULT_TARGET_RECALL = 0.9
 DEFAULT_TARGET_FPR = 0.01
@@ -301,6 +303,99 @@ def evaluate_scores(
         scores=s,
         sources=list(sources),
     )
+
+
+RESPONSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How a guard reads and judges: the manifest fields that ``calibrate`` chose."""
+
+    response_weight: float
+    weight_auprc: dict[str, float]  # validation pairs' AUPRC at each candidate weight
+    threshold: float  # for prompts (and everything, when the validation holds no pairs)
+    response_threshold: float | None  # for pairs, before the shift; None: the threshold
+
+    @property
+    def response_shift(self) -> float:
+        """Added to a pair's logit so that ``response_threshold`` lands on ``threshold``."""
+        if self.response_threshold is None:
+            return 0.0
+        return _logit(self.threshold) - _logit(self.response_threshold)
+
+    def manifest_fields(self) -> dict[str, float]:
+        """The ``guard.json`` fields that carry this calibration."""
+        return {
+            "threshold": self.threshold,
+            "response_weight": self.response_weight,
+            "response_shift": self.response_shift,
+        }
+
+
+def calibrate(
+    model: GuardModel,
+    records: Sequence[Example],
+    *,
+    edgy_sources: Collection[str] = frozenset(),
+    edgy_max_fpr: float = 0.05,
+    fallback_threshold: float | None = None,
+) -> Calibration:
+    """Choose a guard's response weight, threshold and response threshold on labelled records.
+
+    * Response weight (``GuardModel.score``): of ``RESPONSE_WEIGHTS``, the one with the highest
+      AUPRC on the (prompt, response) records (ties: the smaller weight); 0 without pairs of
+      both labels.
+    * Threshold: max F1 on the prompts, raised where needed so that at most ``edgy_max_fpr`` of
+      the safe records of ``edgy_sources`` are flagged; the same on the pairs gives the response
+      threshold. Without prompts of both labels, one threshold for all records; without any,
+      ``fallback_threshold`` (else ValueError).
+    """
+    labelled = [record for record in records if record.label is not None]
+    labels = np.array([int(record.label) for record in labelled], dtype=np.int64)  # type: ignore[arg-type]
+    paired = np.array([bool(record.response) for record in labelled], dtype=bool)
+    edgy = np.isin([r.source for r in labelled], list(edgy_sources)) & (labels == 0)
+    items = [(record.prompt, record.response) for record in labelled]
+    scores = np.array([score.p_unsafe for score in model.score(items, response_weight=0.0)])
+    responses: list[tuple[str, str | None]] = [(r.response or "", None) for r in labelled]
+    pairs = [item for item, is_pair in zip(responses, paired, strict=True) if is_pair]
+    alone = np.array([score.p_unsafe for score in model.score(pairs)])
+    in_pair = scores[paired]
+    weight_auprc: dict[str, float] = {}
+    if pairs and 0 < labels[paired].sum() < len(pairs):
+        for weight in RESPONSE_WEIGHTS:
+            mixed = (1 - weight) * in_pair + weight * alone
+            weight_auprc[str(weight)] = round(average_precision(labels[paired], mixed), 4)
+    weight = max(RESPONSE_WEIGHTS, key=lambda w: (weight_auprc.get(str(w), 0.0), -w))
+    if pairs:
+        scores[paired] = (1 - weight) * in_pair + weight * alone
+
+    def capped(mask: np.ndarray) -> float | None:
+        try:
+            threshold = calibrate_threshold(labels[mask], scores[mask])
+        except ValueError:  # not both labels
+            return None
+        keep = mask & (edgy | (labels == 1))
+        if (keep & edgy).any():
+            raised = calibrate_threshold(
+                labels[keep], scores[keep], method="target_fpr", target_fpr=edgy_max_fpr
+            )
+            threshold = max(threshold, raised)
+        return threshold
+
+    threshold, response_threshold = capped(~paired), capped(paired)
+    if threshold is None:  # no prompts of both labels: one threshold for every record
+        threshold, response_threshold = capped(np.ones_like(paired)), None
+    if threshold is None:
+        if fallback_threshold is None:
+            raise ValueError("threshold calibration needs both safe and unsafe examples")
+        threshold = fallback_threshold
+    return Calibration(weight, weight_auprc, threshold, response_threshold)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return math.log(p / (1.0 - p))
 
 
 def evaluate_bundle(

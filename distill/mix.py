@@ -5,12 +5,14 @@ wrapped in a jailbreak. Four stages, each adding to the one before (the quality 
 one student per stage):
 
 ``seeds``      the prompt-only records of the seed splits, and the split's share of the benign
-               prompts written for this project (``distill.edgy_prompts``);
+               prompts written for this project (``distill.edgy_prompts``); in the train split,
+               half of them with their final punctuation flipped (``vary_end_punctuation``);
 ``pairs``      + every seed (request, response) pair (human-scored answers, paired benign and
                harmful Q&A, refused requests), and refusal pairs built here: a request of the
                split (harmful, and some benign: over-refusal is not unsafe) answered with a
                refusal drawn from the split's own refusals is a safe pair, so the same harmful
-               request is seen unsafe alone and safe when refused;
+               request is seen unsafe alone and safe when refused; in the train split, the
+               pairs' responses alone with the pair's label (``responses_alone``);
 ``jailbreak``  + requests and pairs wrapped in the training family of jailbreak templates
                (``distill.jailbreaks``): a wrapped harmful request stays unsafe, a wrapped benign
                one stays safe (the wrapper is not the harm), a wrapped pair keeps its label;
@@ -117,6 +119,60 @@ def cap_easy_safe(records: Sequence[Example]) -> list[Example]:
     return [r for r in records if r.source not in kept or r.id in kept[r.source]]
 
 
+END_PUNCTUATION = ".!?"
+
+
+def vary_end_punctuation(records: Sequence[Example], seed: int = 0) -> list[Example]:
+    """Texts alone with their final punctuation flipped for half of them (by a hash of the id):
+    a final ".", "!" or "?" removed, or a "." added where there was none.
+
+    Most toxic statements of the seeds end without punctuation (slur sentences, ToxiGen-style
+    statements) while most safe ones end with a full stop, so a student learns the full stop; the
+    mix-v6 guard gave "people need to be able to be proud of what they do" 0.98. Flipping half of
+    every source, both labels, leaves the punctuation no label to carry. Pairs are left as they are.
+    """
+    out = []
+    for record in records:
+        digest = hashlib.sha256(f"{seed}\0punctuation\0{record.id}".encode()).digest()
+        text = record.prompt.rstrip()
+        if record.response is not None or not text or digest[0] % 2:
+            out.append(record)
+            continue
+        varied = text.rstrip(END_PUNCTUATION) if text[-1] in END_PUNCTUATION else f"{text}."
+        if not varied.strip():
+            out.append(record)
+            continue
+        meta = {**record.meta, "end_punctuation": "flipped"}
+        out.append(
+            example(
+                varied,
+                label=record.label,
+                p_unsafe=record.p_unsafe,
+                source=record.source,
+                meta=meta,
+            )
+        )
+    return out
+
+
+def responses_alone(records: Sequence[Example]) -> list[Example]:
+    """The responses of labelled pairs read alone, with the pair's label.
+
+    The runtime reads a completion in its pair and alone (``response_weight`` of the bundle): a
+    complying answer is unsafe and a refusal or harmless answer safe either way, so the student
+    learns the second reading too."""
+    return [
+        example(
+            record.response,
+            label=record.label,
+            source=record.source,
+            meta={**record.meta, "kind": "response_alone"},
+        )
+        for record in records
+        if record.response and record.label is not None
+    ]
+
+
 def build_mix(
     records: Sequence[Example],
     stage: Stage,
@@ -133,9 +189,11 @@ def build_mix(
     if split == "train":
         records = cap_easy_safe(records)
     out = [r for r in records if r.response is None] + edgy_records(split)
+    if split == "train":
+        out = vary_end_punctuation(out, seed)
     if level >= 1:
-        out += [r for r in records if r.response is not None]
-        out += refusal_pairs(records, split, seed)
+        pairs = [r for r in records if r.response is not None] + refusal_pairs(records, split, seed)
+        out += pairs + (responses_alone(pairs) if split == "train" else [])
     if level >= 2:
         if not templates:
             raise ValueError("the jailbreak stage needs the jailbreak templates")

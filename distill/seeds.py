@@ -47,6 +47,8 @@ log = structlog.get_logger("harmaug.seeds")
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
+# Raised when a parser changes what it reads: seeds built by an earlier format are rebuilt.
+SEEDS_FORMAT = 2
 
 
 def split_of(prompt: str, seeds: SeedSettings) -> str:
@@ -58,6 +60,17 @@ def split_of(prompt: str, seeds: SeedSettings) -> str:
     if u < seeds.test_fraction + seeds.validation_fraction:
         return "validation"
     return "train"
+
+
+def seeds_current(settings: DistillSettings) -> bool:
+    """Whether the seeds directory holds splits of this format, read from the configured sources."""
+    path = settings.seeds_dir() / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    tags = [source.tag for source in select_sources(settings.seeds.sources)]
+    return manifest.get("format") == SEEDS_FORMAT and list(manifest.get("sources", {})) == tags
 
 
 def read_source(source: SeedSource, wheel_path: Path) -> Iterator[Example]:
@@ -163,7 +176,7 @@ def build_seeds(
     for name in SPLITS:
         write_jsonl(out_dir / f"{name}.jsonl", split[name])
     manifest = {
-        "format": 1,
+        "format": SEEDS_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "split": {
             "salt": seeds.split_salt,

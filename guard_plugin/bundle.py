@@ -52,6 +52,18 @@ class GuardManifest(BaseModel):
     )
     max_windows: int = Field(default=8, ge=1, description="Cap on windows per scored item.")
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    response_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="A (prompt, response) pair's P(unsafe) is (1 - w) x the pair's reading plus "
+        "w x the response read alone; 0 (plain HF bundles, earlier bundles): the pair only.",
+    )
+    response_shift: float = Field(
+        default=0.0,
+        description="Added to the logit of a pair's P(unsafe), so that the one threshold fits "
+        "prompts and responses alike (responses are calibrated on their own validation pairs).",
+    )
     unsafe_label_index: int = 1
     backend: Literal["onnx", "torch"] = "onnx"
     onnx_variant: Literal["int8", "fp32"] | None = Field(

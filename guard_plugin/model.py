@@ -2,8 +2,8 @@
 
 ``score`` is synchronous and batched: the windows of all items are flattened, sorted by length and
 run in chunks of at most ``max_batch_size`` windows of similar length (little padding); an item's
-P(unsafe) is the maximum over its windows. Padding is masked, so a score does not depend on the
-rest of the batch.
+P(unsafe) is the maximum over its windows (a pair's mixed with its response read alone when the
+manifest says so). Padding is masked, so a score does not depend on the rest of the batch.
 Call it from one thread at a time (the micro-batcher's worker thread).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from guard_plugin.bundle import ONNX_FILES, BundleError, GuardBundle, GuardManifest
 from guard_plugin.settings import GuardSettings
-from guard_plugin.windows import Window, WindowBuilder
+from guard_plugin.windows import ItemWindows, Window, WindowBuilder
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -188,9 +188,42 @@ class GuardModel:
     def threshold(self) -> float:
         return self.bundle.manifest.threshold
 
-    def score(self, pairs: Sequence[tuple[str, str | None]]) -> list[Score]:
-        """P(unsafe) of each (prompt, response) pair; response None scores the prompt alone."""
-        items = self.windows.build(pairs)
+    def score(
+        self, pairs: Sequence[tuple[str, str | None]], *, response_weight: float | None = None
+    ) -> list[Score]:
+        """P(unsafe) of each (prompt, response) pair; response None scores the prompt alone.
+
+        A pair is read in its windows (the response with its prompt as context) and, when the
+        ``response_weight`` (default: the manifest's) is above 0, also as the response alone; its
+        P(unsafe) is the weighted mean of the two readings (all windows run in the same batches),
+        with the manifest's ``response_shift`` added to its logit.
+        """
+        weight = self.manifest.response_weight if response_weight is None else response_weight
+        shift = self.manifest.response_shift
+        paired = [i for i, (_, response) in enumerate(pairs) if response]
+        if weight >= 1.0:  # the response alone: its windows are the item's
+            items = self.windows.build([(r, None) if r else (p, r) for p, r in pairs])
+        else:
+            items = self.windows.build(pairs)
+        mixed = 0.0 < weight < 1.0
+        alone = self.windows.build([(pairs[i][1] or "", None) for i in paired]) if mixed else []
+        readings = self._max_over_windows([*items, *alone])
+        p_unsafe = readings[: len(items)]
+        windows = [len(entry.windows) for entry in items]
+        cap_hit = [entry.cap_hit for entry in items]
+        for i, entry, reading in zip(paired, alone, readings[len(items) :], strict=False):
+            p_unsafe[i] = (1.0 - weight) * p_unsafe[i] + weight * reading
+            windows[i] += len(entry.windows)
+            cap_hit[i] = cap_hit[i] or entry.cap_hit
+        for i in paired if shift else []:
+            p_unsafe[i] = float(shift_logit(p_unsafe[i], shift))
+        return [
+            Score(p_unsafe=p, windows=n, window_cap_hit=hit)
+            for p, n, hit in zip(p_unsafe, windows, cap_hit, strict=True)
+        ]
+
+    def _max_over_windows(self, items: Sequence[ItemWindows]) -> list[float]:
+        """Each item's maximum P(unsafe) over its windows, run in length-sorted chunks."""
         flat = [(item, window) for item, entry in enumerate(items) for window in entry.windows]
         flat.sort(key=lambda pair: len(pair[1].input_ids))
         best = [0.0] * len(items)
@@ -200,10 +233,7 @@ class GuardModel:
             probabilities = self._p_unsafe([window for _, window in chunk])
             for (item, _), p in zip(chunk, probabilities, strict=True):
                 best[item] = max(best[item], float(p))
-        return [
-            Score(p_unsafe=p, windows=len(entry.windows), window_cap_hit=entry.cap_hit)
-            for p, entry in zip(best, items, strict=True)
-        ]
+        return best
 
     def _p_unsafe(self, windows: list[Window]) -> np.ndarray:
         batch = collate(windows, pad_id=self.pad_id, token_types=self.uses_token_types)
@@ -242,6 +272,12 @@ class GuardModel:
                 "(export one with `harmaug distill export`, or use the torch backend)"
             )
         return OnnxBackend(model_file, threads=threads, variant=variant)
+
+
+def shift_logit(p: float | np.ndarray, shift: float) -> np.ndarray:
+    """``sigmoid(logit(p) + shift)``, with ``p`` kept off 0 and 1 so that the logit is finite."""
+    clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    return 1.0 / (1.0 + np.exp(-(np.log(clipped / (1.0 - clipped)) + shift)))
 
 
 def length_chunks(lengths: Sequence[int], max_size: int) -> list[tuple[int, int]]:

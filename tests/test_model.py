@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from guard_plugin.bundle import GuardBundle, write_manifest
-from guard_plugin.model import MAX_PADDING, PADDING_SLACK, GuardModel, collate, length_chunks
+from guard_plugin.model import (
+    MAX_PADDING,
+    PADDING_SLACK,
+    GuardModel,
+    collate,
+    length_chunks,
+    shift_logit,
+)
 from guard_plugin.settings import GuardSettings
 from tests.tiny_guard import FILLER, SAFE, UNSAFE
 
@@ -112,6 +119,40 @@ def test_torch_and_onnx_agree(
     for a, b in zip(torch_model.score(pairs), model.score(pairs), strict=True):
         assert abs(a.p_unsafe - b.p_unsafe) < tolerance
         assert (a.windows, a.window_cap_hit) == (b.windows, b.window_cap_hit)
+
+
+def test_a_pair_mixes_its_reading_in_context_with_the_response_alone(
+    torch_model: GuardModel, tiny_torch_bundle: Path, tmp_path: Path
+) -> None:
+    """A harmful request answered safely (and the reverse): with a response weight, the pair's
+    P(unsafe) is the weighted mean of the pair read in its windows and the response read alone;
+    a prompt alone is read once. The manifest's weight and logit shift apply to pairs only."""
+    pairs: list[tuple[str, str | None]] = [
+        (UNSAFE[0], SAFE[1]),
+        (SAFE[0], UNSAFE[1]),
+        (UNSAFE[2], None),
+    ]
+    in_pair = torch_model.score(pairs)  # the tiny bundle's weight is 0: the pair only
+    alone = torch_model.score([(SAFE[1], None), (UNSAFE[1], None)])
+    mixed = torch_model.score(pairs, response_weight=0.25)
+    for i in (0, 1):
+        expected = 0.75 * in_pair[i].p_unsafe + 0.25 * alone[i].p_unsafe
+        assert mixed[i].p_unsafe == pytest.approx(expected, abs=1e-9)
+        assert mixed[i].windows == in_pair[i].windows + alone[i].windows
+    assert mixed[2].p_unsafe == pytest.approx(in_pair[2].p_unsafe)
+    assert mixed[2].windows == in_pair[2].windows
+
+    root = tmp_path / "responses-alone"
+    shutil.copytree(tiny_torch_bundle, root)
+    manifest = GuardBundle.load(root).manifest
+    write_manifest(
+        root, manifest.model_copy(update={"response_weight": 1.0, "response_shift": 2.0})
+    )
+    served = GuardModel.load(root, ONE_THREAD).score(pairs)
+    assert served[0].p_unsafe == pytest.approx(float(shift_logit(alone[0].p_unsafe, 2.0)))
+    assert served[0].windows == alone[0].windows  # weight 1: the context is not read at all
+    assert served[0].p_unsafe > in_pair[0].p_unsafe or in_pair[0].p_unsafe > 0.99
+    assert served[2].p_unsafe == pytest.approx(in_pair[2].p_unsafe)
 
 
 def test_unsafe_label_index_is_honoured(tiny_torch_bundle: Path, tmp_path: Path) -> None:

@@ -356,7 +356,8 @@ def calibrate(
     paired = np.array([bool(record.response) for record in labelled], dtype=bool)
     edgy = np.isin([r.source for r in labelled], list(edgy_sources)) & (labels == 0)
     items = [(record.prompt, record.response) for record in labelled]
-    scores = np.array([score.p_unsafe for score in model.score(items, response_weight=0.0)])
+    raw = model.score(items, response_weight=0.0, response_shift=0.0)  # pairs read in context
+    scores = np.array([score.p_unsafe for score in raw])
     responses: list[tuple[str, str | None]] = [(r.response or "", None) for r in labelled]
     pairs = [item for item, is_pair in zip(responses, paired, strict=True) if is_pair]
     alone = np.array([score.p_unsafe for score in model.score(pairs)])

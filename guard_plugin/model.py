@@ -189,17 +189,21 @@ class GuardModel:
         return self.bundle.manifest.threshold
 
     def score(
-        self, pairs: Sequence[tuple[str, str | None]], *, response_weight: float | None = None
+        self,
+        pairs: Sequence[tuple[str, str | None]],
+        *,
+        response_weight: float | None = None,
+        response_shift: float | None = None,
     ) -> list[Score]:
         """P(unsafe) of each (prompt, response) pair; response None scores the prompt alone.
 
         A pair is read in its windows (the response with its prompt as context) and, when the
-        ``response_weight`` (default: the manifest's) is above 0, also as the response alone; its
-        P(unsafe) is the weighted mean of the two readings (all windows run in the same batches),
-        with the manifest's ``response_shift`` added to its logit.
+        ``response_weight`` is above 0, also as the response alone; its P(unsafe) is the weighted
+        mean of the two readings (all windows run in the same batches), with ``response_shift``
+        added to its logit. Both default to the manifest's.
         """
         weight = self.manifest.response_weight if response_weight is None else response_weight
-        shift = self.manifest.response_shift
+        shift = self.manifest.response_shift if response_shift is None else response_shift
         paired = [i for i, (_, response) in enumerate(pairs) if response]
         if weight >= 1.0:  # the response alone: its windows are the item's
             items = self.windows.build([(r, None) if r else (p, r) for p, r in pairs])

@@ -156,7 +156,7 @@ def test_prompts_and_responses_are_each_judged_at_their_best_threshold(
     safely (safe) and safe requests answered harmfully (unsafe). The sealed bundle weighs in the
     response read alone and shifts the pairs' logits, so that at its one threshold both the
     prompts and the pairs are judged at their own max-F1 operating point."""
-    from distill.evaluation import calibrate_threshold, threshold_metrics
+    from distill.evaluation import calibrate, calibrate_threshold, threshold_metrics
     from guard_plugin.model import GuardModel
     from guard_plugin.settings import GuardSettings
 
@@ -191,3 +191,6 @@ def test_prompts_and_responses_are_each_judged_at_their_best_threshold(
         scores = [s.p_unsafe for s in model.score([(r.prompt, r.response) for r in subset])]
         best = threshold_metrics(labels, scores, calibrate_threshold(labels, scores))["f1"]
         assert threshold_metrics(labels, scores, manifest.threshold)["f1"] == pytest.approx(best)
+    # Calibrating the calibrated bundle again reads it raw: the same choice.
+    again = calibrate(model, prompts + pairs).manifest_fields()
+    assert again == pytest.approx({key: getattr(manifest, key) for key in again})

@@ -132,11 +132,17 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
     marks = [0]
     expected = 4 * 15 * 20
 
+    errors: list[BaseException] = []
+
     def replica(k: int) -> None:
-        store = PostgresTrafficStore(dsn)
-        for batch in range(15):
-            store.append([record(f"{k}-{batch}-{i}") for i in range(20)])
-        store.close()
+        try:
+            store = PostgresTrafficStore(dsn)
+            for batch in range(15):
+                store.append([record(f"{k}-{batch}-{i}") for i in range(20)])
+            store.close()
+        except BaseException as exc:  # a writer's failure fails the test, not a thread
+            errors.append(exc)
+            raise
 
     def reader() -> None:
         store = PostgresTrafficStore(dsn)
@@ -156,6 +162,7 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
         thread.start()
     for thread in writers:
         thread.join()
+    assert not errors
     done.set()
     consumer.join(60)
     assert not consumer.is_alive()
@@ -181,11 +188,16 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
                 ).fetchall()
             }
             time.sleep(0.1)
+        # What the table holds, for the message: every row, and those below the watermark unread.
+        rows = conn.execute("SELECT id, txid::text FROM harmaug.traffic").fetchall()
     store = PostgresTrafficStore(dsn)
     rest = store.read_since(marks[0], expected)[0]
     store.close()
     everything = read + [r.id for r in rest]
-    assert len(everything) == expected == len(set(everything)), (len(read), len(rest), blockers)
+    seen = set(everything)
+    skipped = sorted({int(tx) for id_, tx in rows if id_ not in seen and int(tx) < marks[0]})
+    diagnosis = (len(read), len(rest), len(rows), marks[0], skipped[:5], blockers)
+    assert len(everything) == expected == len(seen), diagnosis
 
 
 def test_store_down_is_store_unavailable_and_reconnects(dsn: str) -> None:

@@ -457,7 +457,6 @@ def seal_bundle(
     write_manifest(out, manifest.model_copy(update=chosen.manifest_fields()))
     measured = evaluate_bundle(out, validation, progress=progress)  # as served
     edgy = np.isin(measured.sources, list(edgy_sources)) & (measured.labels == 0)
-    threshold = chosen.threshold
     tested = evaluate_bundle(out, test, progress=progress)
     tested.write_report(report_dir)
     manifest = GuardBundle.load(out).manifest
@@ -465,9 +464,11 @@ def seal_bundle(
         **manifest.metrics,
         "validation": {
             **measured.to_dict(),
-            "threshold": threshold,
+            "threshold": chosen.threshold,
             "response_threshold": chosen.response_threshold,
-            "edgy_fpr": float((measured.scores[edgy] >= threshold).mean()) if edgy.any() else None,
+            "edgy_fpr": (
+                float((measured.scores[edgy] >= chosen.threshold).mean()) if edgy.any() else None
+            ),
             "response_weight_auprc": chosen.weight_auprc,
         },
         "test": tested.to_dict(),

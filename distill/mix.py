@@ -134,11 +134,8 @@ def vary_end_punctuation(records: Sequence[Example], seed: int = 0) -> list[Exam
     out = []
     for record in records:
         digest = hashlib.sha256(f"{seed}\0punctuation\0{record.id}".encode()).digest()
-        text = record.prompt.rstrip()
-        if record.response is not None or not text or digest[0] % 2:
-            out.append(record)
-            continue
-        varied = text.rstrip(END_PUNCTUATION) if text[-1] in END_PUNCTUATION else f"{text}."
+        flip = record.response is None and digest[0] % 2 == 0
+        varied = flipped_end(record.prompt) if flip else ""
         if not varied.strip():
             out.append(record)
             continue
@@ -153,6 +150,14 @@ def vary_end_punctuation(records: Sequence[Example], seed: int = 0) -> list[Exam
             )
         )
     return out
+
+
+def flipped_end(text: str) -> str:
+    """``text`` without its final ".", "!" or "?", or with a "." where it had none ("" if blank)."""
+    text = text.rstrip()
+    if not text:
+        return ""
+    return text.rstrip(END_PUNCTUATION) if text[-1] in END_PUNCTUATION else f"{text}."
 
 
 def responses_alone(records: Sequence[Example]) -> list[Example]:

@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from adapters.spec import resolve_path
-from distill.evaluation import summary_metrics
+from distill.evaluation import average_precision
 from distill.heldout import read_heldout
 from distill.records import Example, read_jsonl
 from distill.settings import DistillSettings
@@ -66,14 +66,13 @@ def smollm2_features(
 ) -> dict[str, list[np.ndarray]]:
     """Mean-pooled hidden states of SmolLM2-135M at each of ``layers``, one forward pass."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_path(SMOLLM2)
-    source = {"gguf_file": path.name, "local_files_only": True, "trust_remote_code": False}
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, **source)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    from adapters.generators.local import LocalGenerator
+
+    generator = LocalGenerator(resolve_path(SMOLLM2))  # the HarmAug generator's own loading
+    tokenizer, model = generator.tokenizer, generator.model.model
+    # pads after the text leave a causal model's states of the text as they are
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(path.parent, **source).model.eval()
     del model.layers[max(layers) :]  # the layers above the deepest one probed are not run
 
     def embed(part: Sequence[str]) -> dict[int, np.ndarray]:
@@ -102,7 +101,6 @@ def probe(
 ) -> dict[str, float]:
     """Fit on train for each C, keep the C with the best validation AUPRC, score the held-out."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x[0])
@@ -112,11 +110,10 @@ def probe(
         for c in C_GRID
     }
     valid_auprc = {
-        c: float(average_precision_score(y_valid, fit.predict_proba(valid)[:, 1]))
-        for c, fit in fits.items()
+        c: average_precision(y_valid, fit.predict_proba(valid)[:, 1]) for c, fit in fits.items()
     }
     best = max(valid_auprc, key=valid_auprc.__getitem__)
-    toxic = average_precision_score(y_test, fits[best].predict_proba(test)[:, 1])
+    toxic = average_precision(y_test, fits[best].predict_proba(test)[:, 1])
     return {
         "C": best,
         "validation_auprc": round(valid_auprc[best], 4),
@@ -148,7 +145,7 @@ def main() -> int:
         "toxic_messages": len(test),
         "champion_as_served": {
             "guard_version": guard.version,
-            "toxic_auprc": round(summary_metrics(labels, served, guard.threshold)["auprc"], 4),
+            "toxic_auprc": round(average_precision(labels, served), 4),
         },
     }
     texts = (train[0], valid[0], [r.prompt for r in test])

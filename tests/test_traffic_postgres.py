@@ -188,7 +188,8 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
                 ).fetchall()
             }
             time.sleep(0.1)
-        # What the table holds, for the message: every row, and those below the watermark unread.
+        # For the message: records the reader got twice, what the table holds, and the rows below
+        # the watermark left unread.
         rows = conn.execute("SELECT id, txid::text FROM harmaug.traffic").fetchall()
     store = PostgresTrafficStore(dsn)
     rest = store.read_since(marks[0], expected)[0]
@@ -196,7 +197,8 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
     everything = read + [r.id for r in rest]
     seen = set(everything)
     skipped = sorted({int(tx) for id_, tx in rows if id_ not in seen and int(tx) < marks[0]})
-    diagnosis = (len(read), len(rest), len(rows), marks[0], skipped[:5], blockers)
+    repeated = len(read) - len(set(read))
+    diagnosis = (len(read), repeated, len(rest), len(rows), marks[0], skipped[:5], blockers)
     assert len(everything) == expected == len(seen), diagnosis
 
 

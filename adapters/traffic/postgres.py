@@ -10,6 +10,10 @@ commits after a reader already moved past it. Instead every row carries the id o
 transaction that wrote it (``xid8``, 64-bit, never wraps), and a read returns only rows of
 transactions below ``pg_snapshot_xmin(pg_current_snapshot())``: every transaction below that
 horizon has finished (committed or rolled back), so no row can later appear below it. The
+horizon is taken by a statement of its own, before the statement that reads: every transaction
+below it had ended before the read's snapshot was taken, so all of their rows are visible to the
+read. (With the horizon inside the reading statement, a CI run once skipped whole transactions
+below it: the read relied on the scan and the function seeing one snapshot.) The
 watermark W means "every transaction below W has been read"; a read returns whole transactions
 (one gateway batch is one transaction), oldest first, and the next watermark is the last
 transaction id + 1. A record is therefore read exactly once, at the price of waiting for the
@@ -53,10 +57,11 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
 READ = """
 SELECT txid::text, id, body FROM {schema}.traffic
 WHERE txid >= %(mark)s::text::xid8
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+  AND txid < %(horizon)s::text::xid8
 ORDER BY txid, seq
 LIMIT %(limit)s
 """
@@ -153,7 +158,9 @@ class PostgresTrafficStore:
 
     def read_since(self, watermark: int, limit: int) -> tuple[list[TrafficRecord], int]:
         def read(conn: psycopg.Connection[Any]) -> tuple[list[tuple[str, Any]], int]:
-            rows = conn.execute(self._sql(READ), {"mark": watermark, "limit": limit}).fetchall()
+            horizon = conn.execute(HORIZON).fetchone()
+            params = {"mark": watermark, "horizon": horizon[0] if horizon else "0", "limit": limit}
+            rows = conn.execute(self._sql(READ), params).fetchall()
             if not rows:
                 return [], watermark
             last_tx = int(rows[-1][0])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -322,7 +321,9 @@ class Calibration:
         """Added to a pair's logit so that ``response_threshold`` lands on ``threshold``."""
         if self.response_threshold is None:
             return 0.0
-        return _logit(self.threshold) - _logit(self.response_threshold)
+        from guard_plugin.model import logit
+
+        return float(logit(self.threshold) - logit(self.response_threshold))
 
     def manifest_fields(self) -> dict[str, float]:
         """The ``guard.json`` fields that carry this calibration."""
@@ -392,11 +393,6 @@ def calibrate(
             raise ValueError("threshold calibration needs both safe and unsafe examples")
         threshold = fallback_threshold
     return Calibration(weight, weight_auprc, threshold, response_threshold)
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1.0 - 1e-12)
-    return math.log(p / (1.0 - p))
 
 
 def evaluate_bundle(

@@ -278,10 +278,15 @@ class GuardModel:
         return OnnxBackend(model_file, threads=threads, variant=variant)
 
 
-def shift_logit(p: float | np.ndarray, shift: float) -> np.ndarray:
-    """``sigmoid(logit(p) + shift)``, with ``p`` kept off 0 and 1 so that the logit is finite."""
+def logit(p: float | np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))``, with ``p`` kept off 0 and 1 so that it is finite."""
     clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
-    return 1.0 / (1.0 + np.exp(-(np.log(clipped / (1.0 - clipped)) + shift)))
+    return np.log(clipped / (1.0 - clipped))
+
+
+def shift_logit(p: float | np.ndarray, shift: float) -> np.ndarray:
+    """``sigmoid(logit(p) + shift)``."""
+    return 1.0 / (1.0 + np.exp(-(logit(p) + shift)))
 
 
 def length_chunks(lengths: Sequence[int], max_size: int) -> list[tuple[int, int]]:

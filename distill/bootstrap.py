@@ -119,7 +119,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v10"
+DATA_VERSION = "mix-v13"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"
@@ -507,7 +507,10 @@ def _data_summary(
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
-    version = bootstrap(force=args.force)
+    recipe = BOOTSTRAP_RECIPE
+    if args.seed is not None:
+        recipe = recipe.model_copy(update={"seed": args.seed})
+    version = bootstrap(recipe=recipe, force=args.force)
     print(json.dumps({"champion": version}))
     return 0
 
@@ -517,4 +520,11 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "bootstrap", help="build, evaluate and promote the default guard from the seed sets"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if a champion exists")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"training seed (default {BOOTSTRAP_RECIPE.seed}); builds with other seeds show "
+        "how much a result owes to the draw",
+    )
     parser.set_defaults(func=_cmd_bootstrap)

@@ -194,3 +194,24 @@ def test_prompts_and_responses_are_each_judged_at_their_best_threshold(
     # Calibrating the calibrated bundle again reads it raw: the same choice.
     again = calibrate(model, prompts + pairs).manifest_fields()
     assert again == pytest.approx({key: getattr(manifest, key) for key in again})
+
+
+def test_bootstrap_command_trains_with_the_seed_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    seen: list[tuple[int, bool]] = []
+
+    def fake_bootstrap(*, recipe: TrainRecipe, force: bool) -> str:
+        seen.append((recipe.seed, force))
+        return "v"
+
+    monkeypatch.setattr(bootstrap, "bootstrap", fake_bootstrap)
+    parser = argparse.ArgumentParser()
+    bootstrap.add_command(parser.add_subparsers())
+    for argv in (["bootstrap", "--seed", "7", "--force"], ["bootstrap"]):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0
+    assert seen == [(7, True), (bootstrap.BOOTSTRAP_RECIPE.seed, False)]
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"champion": "v"}

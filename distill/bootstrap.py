@@ -119,7 +119,7 @@ CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
 # The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v13"
+DATA_VERSION = "mix-v10"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"

@@ -5,8 +5,7 @@ wrapped in a jailbreak. Four stages, each adding to the one before (the quality 
 one student per stage):
 
 ``seeds``      the prompt-only records of the seed splits, and the split's share of the benign
-               prompts and unsafe messages written for this project (``distill.edgy_prompts``,
-               ``distill.authored_harms``); in the train split,
+               prompts written for this project (``distill.edgy_prompts``); in the train split,
                half of them with their final punctuation flipped (``vary_end_punctuation``);
 ``pairs``      + every seed (request, response) pair (human-scored answers, paired benign and
                harmful Q&A, refused requests), and refusal pairs built here: a request of the
@@ -30,7 +29,6 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
-from distill.authored_harms import harm_records
 from distill.edgy_prompts import edgy_records
 from distill.harmaug import is_refusal
 from distill.jailbreaks import Template, wrap_record
@@ -195,7 +193,7 @@ def build_mix(
     level = STAGES.index(stage)
     if split == "train":
         records = cap_easy_safe(records)
-    out = [r for r in records if r.response is None] + edgy_records(split) + harm_records(split)
+    out = [r for r in records if r.response is None] + edgy_records(split)
     if split == "train":
         out = vary_end_punctuation(out, seed)
     if level >= 1:

@@ -48,7 +48,7 @@ log = structlog.get_logger("harmaug.seeds")
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 # Raised when a parser changes what it reads: seeds built by an earlier format are rebuilt.
-SEEDS_FORMAT = 3
+SEEDS_FORMAT = 2
 
 
 def split_of(prompt: str, seeds: SeedSettings) -> str:

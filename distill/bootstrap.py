@@ -80,9 +80,10 @@ EDGY_MAX_FPR = 0.05
 # Benign requests wrapped in a jailbreak template of the validation family, which training never
 # sees: the one kind of safe validation record as new to the student as production's are. The
 # edgy cap alone left the threshold to chance: the validation edgy records share their sources
-# with training, so builds that scored them low kept a max-F1 threshold near 0.65 and flagged
-# 13-16% of the held-out edgy questions (see the README). Capping the wrapped ones too holds
-# every build measured under 10% there, at a cost in recall at the threshold.
+# with training, so builds that scored them low kept a max-F1 threshold of 0.63-0.75 and flagged
+# 13-17% of the held-out edgy questions. Capping the wrapped ones too lowered that rate in four
+# builds of five and raised it in none, at a cost in recall at the threshold (README, "Toxic web
+# text"); a model that ranks those questions high stays over the mark.
 WRAPPED_MAX_FPR = 0.15
 CALIBRATION_CAPS = (
     FprCap("edgy", EDGY_SOURCES, EDGY_MAX_FPR),
@@ -470,7 +471,7 @@ def seal_bundle(
     write_manifest(out, manifest.model_copy(update=chosen.manifest_fields()))
     measured = evaluate_bundle(out, validation, progress=progress)  # as served
     flagged = measured.scores >= chosen.threshold
-    reached = {}
+    reached: dict[str, float | None] = {}
     for cap in caps:
         safe = np.isin(measured.sources, list(cap.sources)) & (measured.labels == 0)
         reached[f"{cap.name}_fpr"] = float(flagged[safe].mean()) if safe.any() else None

@@ -358,8 +358,8 @@ def calibrate(
       both labels.
     * Threshold: max F1 on the prompts, raised where needed so that every cap of ``caps`` holds
       (at most its ``max_fpr`` of the safe records of its sources flagged); the same on the
-      pairs gives the response threshold. Without prompts of both labels, one threshold for all records; without any,
-      ``fallback_threshold`` (else ValueError).
+      pairs gives the response threshold. Without prompts of both labels, one threshold for all
+      records; without any, ``fallback_threshold`` (else ValueError).
     """
     labelled = [record for record in records if record.label is not None]
     labels = np.array([int(record.label) for record in labelled], dtype=np.int64)  # type: ignore[arg-type]

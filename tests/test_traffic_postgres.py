@@ -194,9 +194,8 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
             }
             time.sleep(0.1)
         # For the message: records the reader got twice, what the table holds, the rows below
-        # the watermark left unread, and every page the reader got (a CI run once read 480
-        # records, 40 of them twice, and passed 38 transactions with its watermark; not
-        # reproduced in 105 runs since, so the next failure must say more).
+        # the watermark left unread, and every page the reader got (the pages of one CI failure
+        # showed transaction ids sorted as text across 999 -> 1000; see the test above).
         rows = conn.execute("SELECT id, txid::text FROM harmaug.traffic").fetchall()
     store = PostgresTrafficStore(dsn)
     rest = store.read_since(marks[0], expected)[0]
@@ -207,6 +206,27 @@ def test_concurrent_replicas_and_a_reader_see_every_record_once(dsn: str) -> Non
     repeated = len(read) - len(set(read))
     diagnosis = (len(read), repeated, len(rest), len(rows), marks[0], skipped[:5], blockers, trace)
     assert len(everything) == expected == len(seen), str(diagnosis)  # a str: shown whole
+
+
+def test_pages_follow_transaction_ids_as_numbers_across_a_power_of_ten(dsn: str) -> None:
+    """Transactions 10^k - 1 and 10^k: compared as text, "1000" sorts before "999", and a page
+    of one record would move the watermark past the older transaction for good."""
+    store = PostgresTrafficStore(dsn, schema="digits")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+        horizon = int(row[0]) if row else 0
+        power = 10 ** (len(str(horizon - 1)) - 1)  # below the horizon: both rows are readable
+        for name, tx in (("older", power - 1), ("newer", power)):
+            conn.execute(
+                "INSERT INTO digits.traffic (id, time, txid, body) "
+                "VALUES (%s, now(), %s::text::xid8, %s)",
+                (name, str(tx), Jsonb(record(name).model_dump(mode="json", exclude={"id"}))),
+            )
+    first, mark = store.read_since(0, 1)
+    second, end = store.read_since(mark, 1)
+    store.close()
+    assert [r.id for r in first + second] == ["older", "newer"]
+    assert (mark, end) == (power, power + 1)
 
 
 def test_store_down_is_store_unavailable_and_reconnects(dsn: str) -> None:

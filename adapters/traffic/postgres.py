@@ -12,10 +12,7 @@ transactions below ``pg_snapshot_xmin(pg_current_snapshot())``: every transactio
 horizon has finished (committed or rolled back), so no row can later appear below it. The
 horizon is taken by a statement of its own, before the statement that reads: every transaction
 below it had ended before the read's snapshot was taken, so all of their rows are visible to the
-read. (With the horizon inside the reading statement, a CI run once skipped whole transactions
-below it: the read relied on the scan and the function seeing one snapshot. A later CI run with
-the horizon apart skipped and repeated transactions too, cause not found; the concurrency test
-now reports every page it read.) The
+read. Pages are ordered by the transaction id as a number (see ``READ``). The
 watermark W means "every transaction below W has been read"; a read returns whole transactions
 (one gateway batch is one transaction), oldest first, and the next watermark is the last
 transaction id + 1. A record is therefore read exactly once, at the price of waiting for the
@@ -60,8 +57,11 @@ MIGRATIONS: list[str] = [
 ]
 
 HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text"
+# The text of txid gets its own name: an output column named ``txid`` would be what ORDER BY
+# txid sorts by, as text, so that "1000" came before "950" and a page read across a power of
+# ten skipped every transaction between (the concurrency test's rare failures).
 READ = """
-SELECT txid::text, id, body FROM {schema}.traffic
+SELECT txid::text AS txid_text, id, body FROM {schema}.traffic
 WHERE txid >= %(mark)s::text::xid8
   AND txid < %(horizon)s::text::xid8
 ORDER BY txid, seq

@@ -438,7 +438,6 @@ def seal_bundle(
     validation records (``CALIBRATION_CAPS``: benign questions on sensitive subjects, benign
     requests in unseen jailbreak wrappers): over-flagging them is what users of a guard notice
     first. The manifest records the rate each cap reached (``metrics.validation.<name>_fpr``)."""
-    import numpy as np
 
     from distill.evaluation import calibrate, evaluate_bundle
     from distill.export import write_bundle
@@ -473,7 +472,7 @@ def seal_bundle(
     flagged = measured.scores >= chosen.threshold
     reached: dict[str, float | None] = {}
     for cap in caps:
-        safe = np.isin(measured.sources, list(cap.sources)) & (measured.labels == 0)
+        safe = cap.safe(measured.sources, measured.labels)
         reached[f"{cap.name}_fpr"] = float(flagged[safe].mean()) if safe.any() else None
     tested = evaluate_bundle(out, test, progress=progress)
     tested.write_report(report_dir)

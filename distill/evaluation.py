@@ -316,6 +316,10 @@ class FprCap:
     sources: frozenset[str]
     max_fpr: float
 
+    def safe(self, sources: Sequence[str], labels: np.ndarray) -> np.ndarray:
+        """Which records (by source and label) this cap counts: the safe ones of its sources."""
+        return np.isin(list(sources), list(self.sources)) & (labels == 0)
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -365,7 +369,7 @@ def calibrate(
     labels = np.array([int(record.label) for record in labelled], dtype=np.int64)  # type: ignore[arg-type]
     paired = np.array([bool(record.response) for record in labelled], dtype=bool)
     sources = [record.source for record in labelled]
-    capped_safe = [(cap, np.isin(sources, list(cap.sources)) & (labels == 0)) for cap in caps]
+    capped_safe = [(cap, cap.safe(sources, labels)) for cap in caps]
     items = [(record.prompt, record.response) for record in labelled]
     raw = model.score(items, response_weight=0.0, response_shift=0.0)  # pairs read in context
     scores = np.array([score.p_unsafe for score in raw])

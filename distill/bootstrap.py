@@ -526,10 +526,20 @@ def _data_summary(
     }
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     recipe = BOOTSTRAP_RECIPE
     if args.seed is not None:
         recipe = recipe.model_copy(update={"seed": args.seed})
+    if args.steps is not None:
+        # max_steps governs; an epoch has at least one step, so this many epochs never cap it.
+        recipe = recipe.model_copy(update={"max_steps": args.steps, "epochs": args.steps})
     version = bootstrap(recipe=recipe, force=args.force)
     print(json.dumps({"champion": version}))
     return 0
@@ -546,5 +556,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         default=None,
         help=f"training seed (default {BOOTSTRAP_RECIPE.seed}); builds with other seeds show "
         "how much a result owes to the draw",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_at_least_one,
+        default=None,
+        help=f"first-stage training steps (default {BOOTSTRAP_RECIPE.max_steps}, what fits "
+        "15 minutes on 2 CPU cores); the HarmAug stage trains for half as many",
     )
     parser.set_defaults(func=_cmd_bootstrap)

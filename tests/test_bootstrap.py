@@ -203,20 +203,32 @@ def test_prompts_and_responses_are_each_judged_at_their_best_threshold(
     assert again == pytest.approx({key: getattr(manifest, key) for key in again})
 
 
-def test_bootstrap_command_trains_with_the_seed_it_is_given(
+def test_bootstrap_command_trains_with_the_seed_and_steps_it_is_given(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seen: list[tuple[int, bool]] = []
+    seen: list[tuple[int, int | None, int | None, bool]] = []
+    epochs: list[int] = []
 
     def fake_bootstrap(*, recipe: TrainRecipe, force: bool) -> str:
-        seen.append((recipe.seed, force))
+        seen.append((recipe.seed, recipe.max_steps, bootstrap.continued(recipe).max_steps, force))
+        epochs.append(recipe.epochs)
         return "v"
 
     monkeypatch.setattr(bootstrap, "bootstrap", fake_bootstrap)
     parser = argparse.ArgumentParser()
     bootstrap.add_command(parser.add_subparsers())
-    for argv in (["bootstrap", "--seed", "7", "--force"], ["bootstrap"]):
+    for argv in (["bootstrap", "--seed", "7", "--force", "--steps", "900"], ["bootstrap"]):
         args = parser.parse_args(argv)
         assert args.func(args) == 0
-    assert seen == [(7, True), (bootstrap.BOOTSTRAP_RECIPE.seed, False)]
+    default = bootstrap.BOOTSTRAP_RECIPE
+    assert seen == [
+        (7, 900, 450, True),
+        (default.seed, default.max_steps, bootstrap.continued(default).max_steps, False),
+    ]
     assert json.loads(capsys.readouterr().out.splitlines()[0]) == {"champion": "v"}
+    # Asked for more steps than one pass over the mix, the build is not cut short at one epoch
+    # (an epoch has at least one step).
+    assert epochs[0] >= 900
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bootstrap", "--steps", "0"])
+    assert "must be at least 1" in capsys.readouterr().err

@@ -1,19 +1,30 @@
 """Gateway overhead of the guard: the LiteLLM proxy with the guard (pre_call + post_call) vs without.
 
-Both proxies serve the same mock upstream model (``mock_response``, no network) on 127.0.0.1, run
-side by side in one invocation and get the same load in ``--rounds`` interleaved rounds (the order
-flips every round, so drift in a shared machine's load hits both alike):
+Four proxies serve the same mock upstream model (``mock_response``, no network) on 127.0.0.1: no
+guard, the guard as a cascade (the bundle's first stage, then the student), the same guard with
+the student on every item (``HARMAUG_CASCADE=false``), and a guardrail that screens nothing
+(``benchmarks/noop_guardrail.py``: what LiteLLM spends on any pre_call + post_call guardrail, the
+floor under every guard's overhead). They run side by side in one
+invocation and get the same load in ``--rounds`` interleaved rounds (the order flips every
+round, so drift in a shared machine's load hits all alike):
 
 * ``loaded``: ``--concurrency`` clients (32) send ``--requests`` chat completions in total;
   throughput and latency percentiles;
 * ``unloaded``: one client, ``--sequential`` requests; latency percentiles.
 
-Every prompt is unique (~64 tokens of everyday words), so no score comes from the guard's cache:
-each call scores its prompt and its (prompt, completion) pair. Prints one JSON object::
+Traffic: ``--harmful-share`` (5%) harmful requests and the rest benign, drawn from data no guard
+trained on: the seed test split's prompts (benign requests and statements; harmful requests) and
+the held-out benign-but-edgy questions (``distill.heldout``). Those prompts are short (median 11
+tokens), so each request joins prompts of its kind into one user message of about ``--tokens``
+(64) tokens; a harmful request is one harmful prompt among benign ones. The guarded proxies run
+with the score cache off (``HARMAUG_CACHE_SIZE=0``): a prompt drawn twice is scored twice. From
+the ``x-harmaug-stage`` header (and the 400 body) the benchmark counts, per part, how many items
+the first stage decided and how many reached the student. Prints one JSON object::
 
     python benchmarks/gateway_overhead.py [--guard champion|VERSION|PATH] [--requests 2000]
 
-Targets (issue): throughput with the guard >= 85% of without; p50 added latency <= 5 ms.
+Targets (issue): the cascade's throughput >= 85% of the proxy without the guard; p50 added
+latency <= 5 ms.
 """
 
 from __future__ import annotations
@@ -23,10 +34,12 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,53 +51,63 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.proxy_process import ProxyProcess, free_port, proxy_command  # noqa: E402
 
-WORDS = [
-    "garden",
-    "bread",
-    "morning",
-    "coffee",
-    "river",
-    "bicycle",
-    "window",
-    "market",
-    "recipe",
-    "music",
-    "teacher",
-    "weekend",
-    "mountain",
-    "library",
-    "kitchen",
-    "summer",
-    "friend",
-    "letter",
-    "holiday",
-    "painting",
-    "station",
-    "village",
-    "forest",
-    "question",
-    "answer",
-    "travel",
-    "train",
-    "pocket",
-    "blanket",
-    "candle",
-    "orange",
-    "yellow",
-    "quiet",
-    "happy",
-    "simple",
-]
 SAFE_ANSWER = "sure, here is a simple plan for a relaxed weekend with friends and good food"
 
 
-def prompts(count: int, words: int, seed: int) -> list[str]:
-    """Unique everyday prompts of ``words`` words (~64 tokens for 58 words with MiniLM)."""
+def traffic_pool(home: Path) -> tuple[list[str], list[str]]:
+    """(benign, harmful) prompts no guard trained on: the seed test split's prompt-only records
+    and the held-out benign-but-edgy questions (built from the pinned wheels when missing)."""
+    from distill.heldout import SETS, build_heldout, read_heldout
+    from distill.records import read_jsonl
+    from distill.settings import DistillSettings
+
+    settings = DistillSettings(home=home)
+    test_file = settings.seeds_dir() / "test.jsonl"
+    if not test_file.is_file():
+        raise SystemExit(f"{test_file} is missing: build the default guard first (make serve)")
+    test = [record for record in read_jsonl(test_file) if not record.response]
+    if all((home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
+        heldout = read_heldout(home)
+    else:
+        from distill.bootstrap import load_data
+
+        data = load_data(settings, progress=False)
+        heldout = build_heldout(settings, data.splits["test"], data.heldout_templates)
+    benign = [r.prompt for r in test if r.label == 0]
+    benign += [r.prompt for r in heldout["edgy_benign"]]
+    harmful = [r.prompt for r in test if r.label == 1]
+    return benign, harmful
+
+
+def requests(
+    pool: tuple[list[str], list[str]],
+    count: int,
+    *,
+    tokens: int,
+    harmful_share: float,
+    count_tokens: Any,
+    seed: int,
+) -> list[tuple[str, bool]]:
+    """``count`` user messages of about ``tokens`` tokens: (text, harmful). A benign message joins
+    benign prompts; a harmful one puts one harmful prompt among benign ones."""
     rng = random.Random(seed)
-    return [f"request {i}: " + " ".join(rng.choices(WORDS, k=words)) for i in range(count)]
+    benign, harmful = pool
+    out: list[tuple[str, bool]] = []
+    for _ in range(count):
+        is_harmful = rng.random() < harmful_share
+        parts = [rng.choice(harmful)] if is_harmful else []
+        while not parts or count_tokens(" ".join(parts)) < tokens:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(benign))
+        out.append((" ".join(parts), is_harmful))
+    return out
 
 
-def write_config(path: Path, *, guard: bool, threshold: float | None) -> Path:
+NOOP = "noop"
+
+
+def write_config(path: Path, *, guard: str | None, threshold: float | None) -> Path:
+    """The proxy's config; ``guard``: None, ``NOOP`` (the guardrail that screens nothing, copied
+    beside the config, where LiteLLM resolves it), or the harmaug guard."""
     config: dict[str, Any] = {
         "model_list": [
             {
@@ -98,32 +121,32 @@ def write_config(path: Path, *, guard: bool, threshold: float | None) -> Path:
         ],
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }
-    if guard:
-        config["guardrails"] = [
-            {
-                "guardrail_name": "harmaug",
-                "litellm_params": {
-                    "guardrail": "guard_plugin.HarmAugGuardrail",
-                    "mode": ["pre_call", "post_call"],
-                    "default_on": True,
-                    **({"harmaug_threshold": threshold} if threshold is not None else {}),
-                },
-            }
-        ]
+    if guard == NOOP:
+        shutil.copy(Path(__file__).with_name("noop_guardrail.py"), path.parent)
+        params: dict[str, Any] = {"guardrail": "noop_guardrail.NoopGuardrail"}
+    else:
+        params = {
+            "guardrail": "guard_plugin.HarmAugGuardrail",
+            **({"harmaug_threshold": threshold} if threshold is not None else {}),
+        }
+    if guard is not None:
+        params.update({"mode": ["pre_call", "post_call"], "default_on": True})
+        config["guardrails"] = [{"guardrail_name": guard, "litellm_params": params}]
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 async def drive(
     proxy: ProxyProcess, texts: list[str], concurrency: int
-) -> tuple[list[float], float, dict[str, int]]:
+) -> tuple[list[float], float, Counter[str]]:
     """Send every text once with ``concurrency`` clients; latencies (ms), wall time (s), and
-    how many answers were ``ok`` (200), ``blocked`` (400 from the guard) or ``errors``."""
+    counts: answers ``ok`` (200), ``blocked`` (400 from the guard) or ``errors``, and per part
+    the stage that decided it (``prompt=first_stage``, ``completion=student``, ...)."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for text in texts:
         queue.put_nowait(text)
     latencies: list[float] = []
-    outcomes = {"ok": 0, "blocked": 0, "errors": 0}
+    counts: Counter[str] = Counter()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
         base_url=proxy.url, headers=proxy.headers, timeout=120, limits=limits
@@ -137,16 +160,19 @@ async def drive(
                 response = await client.post("/v1/chat/completions", json=body)
                 latencies.append((time.perf_counter() - started) * 1000.0)
                 if response.status_code == 200:
-                    outcomes["ok"] += 1
+                    counts["ok"] += 1
+                    stages = response.headers.get("x-harmaug-stage", "")
+                    counts.update(stage for stage in stages.split(",") if stage)
                 elif response.status_code == 400 and "harmaug" in response.text:
-                    outcomes["blocked"] += 1
+                    counts["blocked"] += 1
+                    counts["prompt=student"] += 1  # only the student blocks
                 else:
-                    outcomes["errors"] += 1
+                    counts["errors"] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    return latencies, wall, outcomes
+    return latencies, wall, counts
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -180,17 +206,14 @@ class Tally:
         self.loaded: list[float] = []
         self.loaded_wall = 0.0
         self.unloaded: list[float] = []
-        self.outcomes = {"ok": 0, "blocked": 0, "errors": 0}
+        self.outcomes: Counter[str] = Counter(ok=0, blocked=0, errors=0)
         self.proxy_cpu_s = 0.0  # CPU of the proxy process group during the loaded bursts
         self.client_cpu_s = 0.0  # CPU of this (client) process during the loaded bursts
 
-    def add(
-        self, latencies: list[float], wall: float, outcomes: dict[str, int], loaded: bool
-    ) -> None:
+    def add(self, latencies: list[float], wall: float, counts: Counter[str], loaded: bool) -> None:
         (self.loaded if loaded else self.unloaded).extend(latencies)
         self.loaded_wall += wall if loaded else 0.0
-        for key, count in outcomes.items():
-            self.outcomes[key] += count
+        self.outcomes.update(counts)
 
     def summary(self, concurrency: int) -> dict[str, Any]:
         return {
@@ -203,30 +226,47 @@ class Tally:
                 "client_cpu_ms_per_request": round(1000 * self.client_cpu_s / len(self.loaded), 2),
             },
             "unloaded": {"requests": len(self.unloaded), **percentiles(self.unloaded)},
-            **self.outcomes,
+            **{key: self.outcomes[key] for key in ("ok", "blocked", "errors")},
+            "student_share": student_share(self.outcomes),
         }
 
 
-def measure(proxies: dict[str, ProxyProcess], args: argparse.Namespace) -> dict[str, Any]:
+def student_share(counts: Counter[str]) -> dict[str, float | None]:
+    """Per part, the share of screened items that reached the student (None: unguarded)."""
+    out: dict[str, float | None] = {}
+    for part in ("prompt", "completion"):
+        student, first = counts[f"{part}=student"], counts[f"{part}=first_stage"]
+        out[part] = round(student / (student + first), 4) if student + first else None
+    return out
+
+
+def measure(
+    proxies: dict[str, ProxyProcess], args: argparse.Namespace, traffic: Any
+) -> dict[str, Any]:
     """Interleaved rounds (the order flips every round), so that drift in the machine's load
-    hits both proxies alike: a loaded burst, then sequential calls, per proxy per round."""
+    hits every proxy alike: a loaded burst, then sequential calls, per proxy per round; each
+    proxy gets the same requests (``traffic(count, seed)``)."""
     per_round = args.requests // args.rounds
     sequential = args.sequential // args.rounds
     tallies = {name: Tally() for name in proxies}
+
+    def texts(count: int, seed: int) -> list[str]:
+        return [text for text, _ in traffic(count, seed)]
+
     for index, proxy in enumerate(proxies.values()):
-        asyncio.run(drive(proxy, prompts(args.warmup, args.words, seed=1000 + index), 8))
+        asyncio.run(drive(proxy, texts(args.warmup, seed=1000 + index), 8))
     for round_ in range(args.rounds):
         order = list(proxies) if round_ % 2 == 0 else list(reversed(proxies))
         for name in order:
             seed = 10 * round_
-            texts = prompts(per_round, args.words, seed)
             pgid = proxies[name].process.pid  # the proxy leads its own session / process group
             proxy_cpu, client_cpu = group_cpu_s(pgid), time.process_time()
-            tallies[name].add(*asyncio.run(drive(proxies[name], texts, args.concurrency)), True)
+            burst = texts(per_round, seed)
+            tallies[name].add(*asyncio.run(drive(proxies[name], burst, args.concurrency)), True)
             tallies[name].proxy_cpu_s += group_cpu_s(pgid) - proxy_cpu
             tallies[name].client_cpu_s += time.process_time() - client_cpu
-            texts = prompts(sequential, args.words, seed + 1)
-            tallies[name].add(*asyncio.run(drive(proxies[name], texts, 1)), False)
+            calls = texts(sequential, seed + 1)
+            tallies[name].add(*asyncio.run(drive(proxies[name], calls, 1)), False)
     return {name: tally.summary(args.concurrency) for name, tally in tallies.items()}
 
 
@@ -245,7 +285,8 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per proxy")
-    parser.add_argument("--words", type=int, default=58, help="words per prompt (58 ~ 64 tokens)")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per user message, about")
+    parser.add_argument("--harmful-share", type=float, default=0.05)
     parser.add_argument(
         "--threshold", type=float, help="entry threshold (1.0: score every call, block none)"
     )
@@ -258,63 +299,99 @@ def main() -> int:
     settings = GuardSettings(guard=args.guard)
     guard_path = resolve_guard_path(settings)  # GuardNotFound says how to build the default guard
     model = GuardModel.load(guard_path, settings)
-    tokens = len(model.tokenizer(prompts(1, args.words, 0)[0])["input_ids"])
+    tokenizer = model.tokenizer
 
-    env = {"HARMAUG_GUARD": str(guard_path)}
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    pool = traffic_pool(settings.home)
+
+    def traffic(count: int, seed: int) -> list[tuple[str, bool]]:
+        return requests(
+            pool,
+            count,
+            tokens=args.tokens,
+            harmful_share=args.harmful_share,
+            count_tokens=count_tokens,
+            seed=seed,
+        )
+
+    sample = traffic(500, seed=0)
+    lengths = [count_tokens(text) for text, _ in sample]
     results: dict[str, Any] = {
         "guard_version": model.version,
         "backend": model.backend_name,
         "onnx_variant": settings.onnx_variant or model.manifest.onnx_variant,
-        "prompt_tokens": tokens,
+        "first_stage": model.first_stage is not None,
+        "traffic": {
+            "benign_prompts": len(pool[0]),
+            "harmful_prompts": len(pool[1]),
+            "harmful_share": args.harmful_share,
+            "tokens_p50": statistics.median(lengths),
+            "tokens_p90": statistics.quantiles(lengths, n=10)[8],
+        },
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     del model
+    guarded = {"HARMAUG_GUARD": str(guard_path), "HARMAUG_CACHE_SIZE": "0"}
+    variants: dict[str, tuple[str | None, dict[str, str]]] = {
+        "without_guard": (None, {}),
+        "noop_guardrail": (NOOP, {}),
+        "cascade": ("harmaug", guarded),
+        "student_only": ("harmaug", {**guarded, "HARMAUG_CASCADE": "false"}),
+    }
     with tempfile.TemporaryDirectory(prefix="harmaug-bench-") as tmp:
         root = Path(tmp)
         proxies: dict[str, ProxyProcess] = {}
         try:
-            for name, guard in (("without_guard", False), ("with_guard", True)):
+            for name, (guard, env) in variants.items():
                 config = write_config(root / f"{name}.yaml", guard=guard, threshold=args.threshold)
                 proxies[name] = run_proxy(config, root / f"{name}.log", env)
-            results.update(measure(proxies, args))
+            results.update(measure(proxies, args, traffic))
         finally:
             for proxy in proxies.values():
                 proxy.stop()
-    without, with_guard = results["without_guard"], results["with_guard"]
-    results["throughput_ratio"] = round(
-        with_guard["loaded"]["throughput_rps"] / without["loaded"]["throughput_rps"], 3
-    )
-    results["added_p50_ms_loaded"] = round(
-        with_guard["loaded"]["p50_ms"] - without["loaded"]["p50_ms"], 2
-    )
-    results["added_p50_ms_unloaded"] = round(
-        with_guard["unloaded"]["p50_ms"] - without["unloaded"]["p50_ms"], 2
-    )
-    # Every request costs CPU in the proxy (and in this client); when the cores are the
-    # bottleneck, throughput can be at most the inverse ratio of the CPU per request.
-    loaded = {name: results[name]["loaded"] for name in ("without_guard", "with_guard")}
-    cost = {
-        name: row["proxy_cpu_ms_per_request"] + row["client_cpu_ms_per_request"]
-        for name, row in loaded.items()
-    }
-    results["guard_cpu_ms_per_request"] = round(
-        loaded["with_guard"]["proxy_cpu_ms_per_request"]
-        - loaded["without_guard"]["proxy_cpu_ms_per_request"],
-        2,
-    )
-    results["throughput_ratio_cpu_bound_ceiling"] = round(
-        cost["without_guard"] / cost["with_guard"], 3
-    )
+    without = results["without_guard"]["loaded"]
+    for name in ("noop_guardrail", "cascade", "student_only"):
+        results[f"{name}_vs_without"] = compare(results, name)
+    cascade = results["cascade_vs_without"]
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = {
         "throughput_ratio_min": 0.85,
         "added_p50_ms_max": 5.0,
-        "throughput_met": results["throughput_ratio"] >= 0.85,
-        "added_p50_met_unloaded": results["added_p50_ms_unloaded"] <= 5.0,
+        "throughput_met": cascade["throughput_ratio"] >= 0.85,
+        "added_p50_met_unloaded": cascade["added_p50_ms_unloaded"] <= 5.0,
     }
+    results["without_guard_proxy_cpu_ms_per_request"] = without["proxy_cpu_ms_per_request"]
     print(json.dumps(results, indent=2))
     return 0
+
+
+def compare(results: dict[str, Any], name: str) -> dict[str, float]:
+    """One guarded proxy against the proxy without the guard, measured in the same run."""
+    without, guarded = results["without_guard"], results[name]
+    # Every request costs CPU in the proxy (and in this client); when the cores are the
+    # bottleneck, throughput can be at most the inverse ratio of the CPU per request.
+    cost = {
+        key: row["loaded"]["proxy_cpu_ms_per_request"] + row["loaded"]["client_cpu_ms_per_request"]
+        for key, row in (("without", without), ("guarded", guarded))
+    }
+    return {
+        "throughput_ratio": round(
+            guarded["loaded"]["throughput_rps"] / without["loaded"]["throughput_rps"], 3
+        ),
+        "added_p50_ms_loaded": round(guarded["loaded"]["p50_ms"] - without["loaded"]["p50_ms"], 2),
+        "added_p50_ms_unloaded": round(
+            guarded["unloaded"]["p50_ms"] - without["unloaded"]["p50_ms"], 2
+        ),
+        "guard_cpu_ms_per_request": round(
+            guarded["loaded"]["proxy_cpu_ms_per_request"]
+            - without["loaded"]["proxy_cpu_ms_per_request"],
+            2,
+        ),
+        "throughput_ratio_cpu_bound_ceiling": round(cost["without"] / cost["guarded"], 3),
+    }
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ python benchmarks/guard_latency.py [--guard PATH] [--data FILE.jsonl] [--threads
   each, and how much batch composition moves an int8 score (each item alone vs. batched);
 * throughput of 64 concurrent async callers through ``Guard`` (micro-batcher) against one call at
   a time, and the event loop's scheduling delay while the guard is saturated;
+* a cascade's first stage (a bundle with one): its cost per item, text to score, at batch 1 on
+  one thread, beside the student's int8 forward on one thread (the forward alone, and text to
+  score), at 32, 128 and 512 tokens, and the ratios;
 * the load average before and after: on a shared machine every figure moves with it (PyTorch's
   OpenMP threads suffer most: compare its p50 with its min).
 """
@@ -270,6 +273,40 @@ async def _check(guard: Any, prompt: str, response: str | None) -> None:
         await guard.check_completion(prompt, response)
 
 
+def first_stage_cost(bundle: GuardBundle, runs: int, blocks: int = 3) -> dict[str, Any]:
+    """Batch-1, one-thread p50 (ms) of the first stage (text to score) against the student's int8
+    forward (the forward alone, and text to score), alternating in blocks, per prompt length."""
+    student = GuardModel(bundle, backend="onnx", onnx_variant="int8", threads=1)
+    first = student.first_stage
+    assert first is not None
+    out: dict[str, Any] = {}
+    for length in LENGTHS:
+        window = window_of_length(student, length)
+        text = student.tokenizer.decode(window.input_ids, skip_special_tokens=True)
+        batch = collate([window], pad_id=student.pad_id, token_types=student.uses_token_types)
+        runners = {
+            "first_stage": lambda text=text: first.scores([(text, None)]),
+            "student_int8_forward": lambda batch=batch: student.backend.run(batch),
+            "student_int8_text_to_score": lambda text=text: student.score([(text, None)]),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(blocks):
+            for name, run in runners.items():
+                for index in range(3 + runs // blocks):
+                    started = time.perf_counter()
+                    run()
+                    if index >= 3:
+                        times[name].append((time.perf_counter() - started) * 1000)
+        row = {f"{name}_p50_ms": round(float(np.percentile(t, 50)), 4) for name, t in times.items()}
+        first_ms = row["first_stage_p50_ms"]
+        row["forward_over_first_stage"] = round(row["student_int8_forward_p50_ms"] / first_ms, 1)
+        row["text_to_score_over_first_stage"] = round(
+            row["student_int8_text_to_score_p50_ms"] / first_ms, 1
+        )
+        out[str(length)] = row
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guard", help="bundle directory (default: champion, else MiniLM)")
@@ -311,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         longest = int(config.get("max_position_embeddings", 512))
         for length in [n for n in LENGTHS if n <= longest]:
             report["latency_batch1"][str(length)] = latency(models, length, args.runs)
+        if manifest.first_stage is not None and bundle.onnx_path("int8") is not None:
+            report["first_stage_batch1_one_thread"] = first_stage_cost(bundle, args.runs)
         served = models.get("onnx_int8", models["onnx_fp32"])
         if args.data:
             pairs, labels = read_records(args.data)

@@ -41,14 +41,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from adapters.generators import load_generator
 from adapters.settings import AdapterSettings
-from adapters.teachers import Teacher, TeacherError, load_teacher
-from adapters.teachers.classifier import ClassifierTeacher
+from adapters.teachers import Teacher, TeacherError
 from distill.embeddings import load_embedder, minilm_dir
 from distill.evaluation import EvalResult, evaluate_bundle, evaluate_scores
 from distill.harmaug import augment
 from distill.labeling import LabelCache, TeacherLabeler
 from distill.records import Example, read_jsonl, write_jsonl
 from distill.settings import DistillSettings, TrainRecipe
+from distill.teachers import ClassifierTeacher, load_teacher
 from distill.trainer import train
 from guard_plugin.bundle import GuardManifest, write_manifest
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from distill.cascade import MAX_RECALL_LOSS
 from distill.edgy_prompts import SOURCE as EDGY_PROMPTS_SOURCE
 from distill.evaluation import FprCap
 from distill.jailbreaks import Template
@@ -409,6 +410,7 @@ def _export(
         training_data=training_data,
         report_dir=run_dir / "report",
         caps=CALIBRATION_CAPS,
+        first_stage_validation=data.mix("validation", "jailbreak"),
         progress=progress,
     )
 
@@ -429,6 +431,8 @@ def seal_bundle(
     int8: bool = True,
     fallback_threshold: float | None = None,
     caps: Sequence[FprCap] = (),
+    first_stage: bool = True,
+    first_stage_validation: Sequence[Example] | None = None,
     progress: bool = True,
 ) -> Path:
     """Export a trained student to a bundle at ``out``: ONNX (int8 quantised on ``calibration``
@@ -442,7 +446,12 @@ def seal_bundle(
     validation pairs. Each is raised where needed so that every cap of ``caps`` holds on the
     validation records (``CALIBRATION_CAPS``: benign questions on sensitive subjects, benign
     requests in unseen jailbreak wrappers): over-flagging them is what users of a guard notice
-    first. The manifest records the rate each cap reached (``metrics.validation.<name>_fpr``)."""
+    first. The manifest records the rate each cap reached (``metrics.validation.<name>_fpr``).
+
+    With ``first_stage`` the bundle becomes a cascade (``distill.cascade``): a first stage
+    distilled from the student on the ``calibration`` records, its cuts chosen on
+    ``first_stage_validation`` (default ``validation``); it is kept only if the cascade loses at
+    most ``MAX_RECALL_LOSS`` of the student's recall on ``test``."""
 
     from distill.evaluation import calibrate, evaluate_bundle
     from distill.export import write_bundle
@@ -479,7 +488,19 @@ def seal_bundle(
     for cap in caps:
         safe = cap.safe(measured.sources, measured.labels)
         reached[f"{cap.name}_fpr"] = float(flagged[safe].mean()) if safe.any() else None
+    if first_stage:
+        _add_first_stage(
+            model_dir,
+            out,
+            train=calibration,
+            validation=first_stage_validation or validation,
+            seed=recipe.seed,
+            progress=progress,
+        )
     tested = evaluate_bundle(out, test, progress=progress)
+    if tested.cascade is not None and tested.cascade["recall_loss"] > MAX_RECALL_LOSS:
+        _drop_first_stage(out, tested.cascade)
+        tested = evaluate_bundle(out, test, progress=progress)
     tested.write_report(report_dir)
     manifest = GuardBundle.load(out).manifest
     metrics = {
@@ -495,6 +516,44 @@ def seal_bundle(
     }
     write_manifest(out, manifest.model_copy(update={"metrics": metrics}))
     return out
+
+
+def _add_first_stage(
+    model_dir: Path,
+    out: Path,
+    *,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    seed: int,
+    progress: bool,
+) -> None:
+    from distill.cascade import build_first_stage
+    from guard_plugin.bundle import GuardBundle, write_manifest
+
+    manifest = GuardBundle.load(out).manifest
+    built = build_first_stage(
+        out,
+        model_dir,
+        train=train,
+        validation=validation,
+        threshold=manifest.threshold,
+        seed=seed,
+        progress=progress,
+    )
+    write_manifest(out, manifest.model_copy(update={"first_stage": built}))
+
+
+def _drop_first_stage(out: Path, measured: dict[str, Any]) -> None:
+    """Serve the student alone: the first stage lost too much recall on the test set."""
+    from guard_plugin.bundle import GuardBundle, write_manifest
+
+    manifest = GuardBundle.load(out).manifest
+    if manifest.first_stage is None:
+        return
+    shutil.rmtree(out / manifest.first_stage.path)
+    log.warning("first_stage_dropped", max_recall_loss=MAX_RECALL_LOSS, **measured)
+    metrics = {**manifest.metrics, "first_stage_dropped": measured}
+    write_manifest(out, manifest.model_copy(update={"first_stage": None, "metrics": metrics}))
 
 
 def _restamp(bundle_dir: Path, version: str) -> None:

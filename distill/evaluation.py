@@ -44,6 +44,7 @@ SUMMARY_FIELDS = (
     "window_cap_hits",
     "skipped_unlabelled",
     "per_source",
+    "cascade",
 )
 
 
@@ -229,6 +230,7 @@ class EvalResult:
     per_source: dict[str, dict[str, float]]
     window_cap_hits: int = 0
     skipped_unlabelled: int = 0
+    cascade: dict[str, Any] | None = None  # the first stage + student, beside the student
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
@@ -434,11 +436,11 @@ def evaluate_bundle(
     with tqdm(total=len(labelled), desc="evaluate", unit="ex", disable=not progress) as bar:
         for start in range(0, len(labelled), batch_size):
             chunk = labelled[start : start + batch_size]
-            for result in model.score([(record.prompt, record.response) for record in chunk]):
-                scores.append(result.p_unsafe)
-                cap_hits += int(result.window_cap_hit)
+            for score in model.score([(record.prompt, record.response) for record in chunk]):
+                scores.append(score.p_unsafe)
+                cap_hits += int(score.window_cap_hit)
             bar.update(len(chunk))
-    return evaluate_scores(
+    result = evaluate_scores(
         [int(record.label) for record in labelled],  # type: ignore[arg-type]
         scores,
         [record.source for record in labelled],
@@ -448,6 +450,16 @@ def evaluate_bundle(
         window_cap_hits=cap_hits,
         skipped_unlabelled=len(records) - len(labelled),
     )
+    if model.first_stage is not None and labelled:
+        from distill.cascade import cascade_metrics, routed
+
+        items = [(record.prompt, record.response) for record in labelled]
+        first = model.first_stage.scores(items)
+        cleared = routed(items, first, model.first_stage.manifest)
+        result.cascade = cascade_metrics(
+            result.labels, result.scores, first, cleared, result.threshold
+        )
+    return result
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -530,6 +542,23 @@ def markdown_report(result: EvalResult) -> str:
     for name, metrics in [("**all**", overall), *result.per_source.items()]:
         lines.append(f"| {name} | " + " | ".join(_fmt(metrics[c]) for c in columns) + " |")
     lines += ["", "– : undefined (the source has only unsafe or only safe items).", ""]
+    if result.cascade is not None:
+        found = result.cascade
+        lines += [
+            "## Cascade (first stage, then the student)",
+            "",
+            "| | auprc | recall | fpr |",
+            "|---|---|---|---|",
+            f"| student alone | {_fmt(found['student_auprc'])} | {_fmt(found['student_recall'])} "
+            f"| {_fmt(result.fpr)} |",
+            f"| cascade | {_fmt(found['auprc'])} | {_fmt(found['recall'])} | {_fmt(found['fpr'])} |",
+            "",
+            f"- items that reached the student: {_fmt(found['student_share'])} "
+            f"(safe items: {_fmt(found['student_share_safe'])})",
+            f"- unsafe items the student catches that the first stage cleared: "
+            f"{found['missed_of_caught']} of {found['caught']}",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -221,8 +221,8 @@ def label_file(
 # -- CLI ---------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
     from adapters.spec import SpecError
-    from adapters.teachers import load_teacher
     from distill.records import RecordsError
+    from distill.teachers import load_teacher
 
     settings = DistillSettings()
     if args.batch_size:

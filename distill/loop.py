@@ -55,7 +55,7 @@ from distill.records import (
     read_jsonl,
     write_jsonl,
 )
-from distill.registry import GATE_METRICS, Registry, gate
+from distill.registry import Registry, gate, gate_metrics
 from distill.settings import DistillSettings, LoopSettings, TrainRecipe
 
 log = structlog.get_logger("harmaug.loop")
@@ -258,7 +258,7 @@ class Cycle:
         if self._teacher is None:
             if not self.loop.teacher:
                 raise LoopError("no teacher: set HARMAUG_LOOP__TEACHER or pass --teacher SPEC")
-            from adapters.teachers import load_teacher
+            from distill.teachers import load_teacher
 
             self._teacher = load_teacher(self.loop.teacher)
         return self._teacher
@@ -435,8 +435,8 @@ class Cycle:
         decision: dict[str, Any] = {"version": version, "promoted": False}
         if "holdout" in challenger:
             ok, reason = gate(
-                _gate_metrics(champion["holdout"]),
-                _gate_metrics(challenger["holdout"]),
+                gate_metrics(champion["holdout"]),
+                gate_metrics(challenger["holdout"]),
                 self.loop.tolerance,
             )
             decision["holdout_gate"] = {"passed": ok, "reason": reason}
@@ -446,8 +446,8 @@ class Cycle:
             decision["holdout_gate"] = {"passed": None, "reason": "holdout too small or one-class"}
         if "reason" not in decision:
             known = {
-                str(self.base_path.resolve()): _gate_metrics(champion["gate"]),
-                str(self.registry.versions.resolve() / version): _gate_metrics(challenger["gate"]),
+                str(self.base_path.resolve()): gate_metrics(champion["gate"]),
+                str(self.registry.versions.resolve() / version): gate_metrics(challenger["gate"]),
             }
 
             def scorer(bundle: Path, data: Path) -> dict[str, float]:
@@ -503,10 +503,6 @@ class Cycle:
         write_json(self.out("report.json"), report)
         write_json(self.loop_dir / "reports" / f"{self.plan['cycle_id']}.json", report)
         return report
-
-
-def _gate_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {name: float(metrics[name]) for name in GATE_METRICS}
 
 
 def _sha256(path: Path) -> str:

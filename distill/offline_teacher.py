@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.teachers.classifier import model_digest
 from adapters.teachers.protocol import Pair, ThreadedTeacher
+from distill.teachers import model_digest
 
 if TYPE_CHECKING:
     from distill.records import Example

@@ -37,6 +37,8 @@ log = structlog.get_logger("harmaug.registry")
 # The gate: a challenger is promoted only if none of these metrics is worse than the champion's
 # by more than the tolerance, measured on the same gate set in the same run.
 GATE_METRICS = ("auprc", "f1")
+# A cascade's measured recall loss (``distill.cascade``), when the challenger has a first stage.
+CASCADE_LOSS = "cascade_recall_loss"
 DEFAULT_TOLERANCE = 0.005
 
 
@@ -65,7 +67,16 @@ Scorer = Callable[[Path, Path], dict[str, float]]
 def gate(
     champion: dict[str, float] | None, challenger: dict[str, float], tolerance: float
 ) -> tuple[bool, str]:
-    """Pure gate rule: not worse than the champion beyond ``tolerance`` on every gate metric."""
+    """Pure gate rule: not worse than the champion beyond ``tolerance`` on every gate metric, and
+    (a cascade) losing at most ``MAX_RECALL_LOSS`` of its student's recall to its first stage."""
+    from distill.cascade import MAX_RECALL_LOSS
+
+    loss = challenger.get(CASCADE_LOSS)
+    if loss is not None and loss > MAX_RECALL_LOSS:
+        return False, (
+            f"challenger's first stage clears too much: the cascade loses {loss:.4f} of the "
+            f"student's recall (at most {MAX_RECALL_LOSS})"
+        )
     if champion is None:
         return True, "no champion yet"
     worse = [
@@ -243,8 +254,15 @@ def _evaluate(bundle: Path, data: Path) -> dict[str, float]:
     from distill.evaluation import evaluate_bundle
     from distill.records import read_jsonl
 
-    result = evaluate_bundle(bundle, read_jsonl(data))
-    return {name: float(getattr(result, name)) for name in GATE_METRICS}
+    return gate_metrics(evaluate_bundle(bundle, read_jsonl(data)).to_dict())
+
+
+def gate_metrics(measured: dict[str, Any]) -> dict[str, float]:
+    """The gate's figures from an evaluation summary (``EvalResult.to_dict()``)."""
+    found = {name: float(measured[name]) for name in GATE_METRICS}
+    if measured.get("cascade"):
+        found[CASCADE_LOSS] = float(measured["cascade"]["recall_loss"])
+    return found
 
 
 # -- CLI ---------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_NAME = "guard.json"
 FORMAT_VERSION = 1
@@ -35,6 +35,31 @@ class BundleError(RuntimeError):
     A RuntimeError on purpose: LiteLLM skips guardrails whose constructor raises
     ValueError/TypeError and then serves unguarded; a RuntimeError stops the proxy.
     """
+
+
+class FirstStageManifest(BaseModel):
+    """``guard.json``'s ``first_stage``: the cascade's cheap scorer and its clear-safe cuts.
+
+    An item whose first-stage score is below its part's cut is decided safe without the student.
+    Each cut is chosen on validation so that the first stage alone misses at most
+    ``max_missed`` of the unsafe items the student catches at its threshold
+    (``distill.cascade``); ``metrics`` holds the rates measured there and on the test set.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["model2vec-mlp"] = "model2vec-mlp"
+    path: str = Field(default="stage1", description="Directory of its files, in the bundle.")
+    base_model: str = Field(description="What the static embeddings were distilled from.")
+    cut_prompt: float = Field(ge=0.0, le=1.0, description="Clear-safe cut for prompts.")
+    cut_completion: float = Field(ge=0.0, le=1.0, description="Clear-safe cut for completions.")
+    max_missed: float = Field(
+        default=0.005,
+        ge=0.0,
+        le=1.0,
+        description="Share of student-caught unsafe items the cut may clear, on validation.",
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict)
 
 
 class GuardManifest(BaseModel):
@@ -70,9 +95,20 @@ class GuardManifest(BaseModel):
         default=None, description="ONNX file served by default; None when the bundle has no ONNX."
     )
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    first_stage: FirstStageManifest | None = Field(
+        default=None, description="The cascade's first stage; None: the student scores all."
+    )
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @model_validator(mode="after")
+    def _cuts_below_threshold(self) -> GuardManifest:
+        """What the first stage clears must be a safe verdict at the bundle's threshold."""
+        stage = self.first_stage
+        if stage is not None and max(stage.cut_prompt, stage.cut_completion) > self.threshold:
+            raise ValueError("first_stage: a clear-safe cut is above the bundle's threshold")
+        return self
 
 
 def sha256_file(path: Path) -> str:
@@ -141,6 +177,21 @@ def _read_manifest(manifest_file: Path) -> GuardManifest:
         raise BundleError(f"{manifest_file}: invalid manifest: {exc}") from exc
     if not manifest.files:
         raise BundleError(f"{manifest_file}: manifest lists no files")
+    if manifest.first_stage is not None:
+        base = root.resolve()
+        stage_dir = (base / manifest.first_stage.path).resolve()
+        if base not in stage_dir.parents:
+            raise BundleError(f"{manifest_file}: first_stage.path points outside the bundle")
+        unlisted = [
+            str(path.relative_to(base))
+            for path in sorted(stage_dir.rglob("*"))
+            if path.is_file() and str(path.relative_to(base)) not in manifest.files
+        ]
+        if unlisted or not stage_dir.is_dir():
+            raise BundleError(
+                f"{manifest_file}: first-stage files missing or not listed with a sha256: "
+                f"{', '.join(unlisted) or manifest.first_stage.path}"
+            )
     for rel, expected in sorted(manifest.files.items()):
         file = (root / rel).resolve()
         if root.resolve() not in file.parents:

@@ -2,6 +2,7 @@
 
 ```
 harmaug score TEXT [--response TEXT] [--guard PATH] [--backend onnx|torch]
+                       (a cascade's verdict, with the student's own score beside it)
 harmaug serve ...      (guard_plugin.serve, when installed)
 harmaug distill ...    (distill.cli: build, evaluate and publish guard versions)
 ```
@@ -34,6 +35,7 @@ VERDICT_KEYS = (
     "windows",
     "window_cap_hit",
     "latency_ms",
+    "stage",
 )
 
 
@@ -79,7 +81,14 @@ def run_score(args: argparse.Namespace) -> int:
         return verdict.to_dict()
 
     result = asyncio.run(check())
-    print(json.dumps({key: result[key] for key in VERDICT_KEYS}))
+    shown: dict[str, object] = {key: result[key] for key in VERDICT_KEYS}
+    if guard.model.first_stage is not None:  # a cascade: the student's own figure beside it
+        (student,) = guard.model.score([(prompt, args.response)])
+        shown["student"] = {
+            "p_unsafe": student.p_unsafe,
+            "unsafe": student.p_unsafe >= float(result["threshold"]),  # type: ignore[arg-type]
+        }
+    print(json.dumps(shown))
     return 0
 
 

@@ -6,9 +6,16 @@ verdict = await guard.check_prompt("how do I ...")
 verdict = await guard.check_completion(prompt, completion, threshold=0.7)
 ```
 
-Calls from all concurrent requests go through one :class:`MicroBatcher`; inference never runs on
-the event loop. Scores are cached by a hash of (guard version, prompt, response), so a chat that
-resends its history is not rescored.
+A bundle with a first stage (``guard_plugin.first_stage``) is a cascade: an item the first stage
+clears (below its part's clear-safe cut) is decided safe at once, without the student; every other
+item goes to the student, whose verdict is final. ``Verdict.stage`` says which decided. The first
+stage is skipped when the threshold in force is below the bundle's own (its cuts were chosen for
+that threshold) or when ``settings.cascade`` is off; if it fails, the student decides.
+
+The student's forwards from all concurrent requests go through one :class:`MicroBatcher`; the
+student never runs on the event loop (the first stage's bounded, sub-millisecond work does).
+Student scores are cached by a hash of (guard version, prompt, response), so a chat that resends
+its history is not rescored.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from guard_plugin.batcher import MicroBatcher
 from guard_plugin.cache import LRUCache, content_key
@@ -28,6 +35,8 @@ from guard_plugin.model import GuardModel, Score
 from guard_plugin.settings import GuardSettings
 
 log = get_logger("guard_plugin.guard")
+
+Stage = Literal["first_stage", "student"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Verdict:
     window_cap_hit: bool
     latency_ms: float
     cached: bool = False
+    stage: Stage = "student"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +134,8 @@ class Guard:
         threshold: float | None = None,
         timeout_s: float | None = None,
     ) -> list[Verdict]:
-        """Verdicts for (prompt, response|None) items, in order.
+        """Verdicts for (prompt, response|None) items, in order: cached student scores, then the
+        first stage's clearances, then the student through the micro-batcher.
 
         Raises :class:`GuardTimeout` after ``timeout_s`` (default ``settings.timeout_s``),
         :class:`GuardOverloaded` when the queue is full, :class:`GuardError` when scoring fails.
@@ -140,13 +151,18 @@ class Guard:
             score = self._cache.get(key)
             if score is not None:
                 found[key] = score
+        cached = set(found)
         missing = {key: item for key, item in zip(keys, items, strict=True) if key not in found}
+        limit = model.threshold if threshold is None else threshold
+        cleared = self._first_stage(model, missing, limit) if missing else {}
+        found.update(cleared)
+        for key in cleared:
+            del missing[key]
         if missing:
             scores = await self._score(model, list(missing.values()), timeout_s)
             for key, score in zip(missing, scores, strict=True):
                 self._cache.put(key, score)
                 found[key] = score
-        limit = model.threshold if threshold is None else threshold
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return [
             Verdict(
@@ -157,10 +173,30 @@ class Guard:
                 windows=found[key].windows,
                 window_cap_hit=found[key].window_cap_hit,
                 latency_ms=latency_ms,
-                cached=key not in missing,
+                cached=key in cached,
+                stage="first_stage" if key in cleared else "student",
             )
             for key in keys
         ]
+
+    def _first_stage(
+        self, model: GuardModel, items: dict[str, tuple[str, str | None]], threshold: float
+    ) -> dict[str, Score]:
+        """The items the first stage clears, with its scores (never cached: the next call's
+        threshold may differ). Nothing when the threshold in force is below the bundle's."""
+        first = model.first_stage
+        if first is None or threshold < model.threshold:
+            return {}
+        try:
+            scores = first.clears(list(items.values()))
+        except Exception as exc:  # the first stage only saves work: the student decides instead
+            log.warning("first_stage_failed", guard_version=model.version, error=repr(exc))
+            return {}
+        return {
+            key: Score(p_unsafe=score, windows=0, window_cap_hit=False)
+            for key, score in zip(items, scores, strict=True)
+            if score is not None
+        }
 
     async def _score(
         self, model: GuardModel, pairs: list[tuple[str, str | None]], timeout_s: float | None
@@ -183,4 +219,4 @@ class Guard:
         await self._batcher.aclose()
 
 
-__all__ = ["Guard", "GuardError", "GuardOverloaded", "GuardTimeout", "Verdict"]
+__all__ = ["Guard", "GuardError", "GuardOverloaded", "GuardTimeout", "Stage", "Verdict"]

@@ -36,7 +36,9 @@ released. ``flag`` and ``shadow`` entries never hold a stream: they screen it at
 
 Each screening leaves its facts in the request metadata (``metadata.harmaug``, and LiteLLM's
 ``standard_logging_guardrail_information``) and one structlog event (``guard_screen``); the
-response carries ``x-harmaug-decision``, ``x-harmaug-p-unsafe`` and ``x-harmaug-guard-version``.
+response carries ``x-harmaug-decision``, ``x-harmaug-p-unsafe``, ``x-harmaug-guard-version`` and
+``x-harmaug-stage`` (which stage of the cascade decided each part: ``prompt=first_stage``,
+``completion=student``; the facts and the log event carry ``stage`` and ``student_items``).
 A stream's headers go out before its completion is screened, so they cover the prompt only.
 """
 
@@ -300,6 +302,8 @@ class HarmAugGuardrail(CustomGuardrail):
         threshold = self._threshold(data)
         started = time.perf_counter()
         verdicts, reason = await self._verdicts(data, part, items, threshold)
+        # The item that decided: the highest score, else (no scores) the newest item.
+        deciding = max(range(len(verdicts)), key=lambda i: verdicts[i].p_unsafe, default=-1)
         screening = Screening(
             guardrail=self.name,
             part=part,
@@ -319,9 +323,9 @@ class HarmAugGuardrail(CustomGuardrail):
             cached=bool(verdicts) and all(v.cached for v in verdicts),
             latency_ms=(time.perf_counter() - started) * 1000.0,
             reason=reason,
+            stage=verdicts[deciding].stage if verdicts else None,
+            student_items=sum(v.stage == "student" for v in verdicts),
         )
-        # The item that decided: the highest score, else (no scores) the newest item.
-        deciding = max(range(len(verdicts)), key=lambda i: verdicts[i].p_unsafe, default=-1)
         self._record(data, screening, event, items[deciding] if items else None)
         error = screening.error()
         if error is not None and enforce:

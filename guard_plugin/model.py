@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from guard_plugin.bundle import ONNX_FILES, BundleError, GuardBundle, GuardManifest
+from guard_plugin.first_stage import FirstStage
 from guard_plugin.settings import GuardSettings
 from guard_plugin.windows import ItemWindows, Window, WindowBuilder
 
@@ -134,6 +135,7 @@ class GuardModel:
         window_stride: int | None = None,
         max_windows: int | None = None,
         max_batch_size: int = 32,
+        cascade: bool = True,
     ) -> None:
         self.bundle = bundle
         manifest = bundle.manifest
@@ -152,6 +154,11 @@ class GuardModel:
         except ValueError as exc:
             raise BundleError(f"{bundle.path}: {exc}") from exc
         self.backend: Backend = self._open_backend(self.backend_name, onnx_variant, threads)
+        self.first_stage: FirstStage | None = None
+        if cascade and manifest.first_stage is not None:
+            self.first_stage = FirstStage.load(
+                bundle.path, manifest.first_stage, max_chunks=self.windows.max_windows
+            )
 
     @classmethod
     def load(
@@ -174,6 +181,7 @@ class GuardModel:
             window_stride=settings.window_stride,
             max_windows=settings.max_windows,
             max_batch_size=settings.max_batch_size,
+            cascade=settings.cascade,
         )
 
     @property

@@ -63,6 +63,8 @@ class Screening:
     cached: bool = False
     latency_ms: float = 0.0
     reason: str | None = None  # why the guard could not score: timeout, overloaded, error
+    stage: str | None = None  # what decided the deciding item: first_stage or student
+    student_items: int = 0  # items the student scored (the rest the first stage cleared)
 
     def facts(self) -> dict[str, Any]:
         """JSON-friendly facts for request metadata and logs."""
@@ -81,6 +83,7 @@ class Screening:
             "threshold": self.threshold,
             "guard_version": self.guard_version,
             "decision": self.decision,
+            "stage": self.stage,
         }
         if self.decision == "block":
             message = (
@@ -129,4 +132,9 @@ def response_headers(facts: ScreeningFacts) -> dict[str, str]:
     scores = [found["p_unsafe"] for found in screenings if found.get("p_unsafe") is not None]
     if scores:
         headers["x-harmaug-p-unsafe"] = f"{max(scores):.4f}"
+    stages = sorted(
+        {f"{found['part']}={found['stage']}" for found in screenings if found.get("stage")}
+    )
+    if stages:
+        headers["x-harmaug-stage"] = ",".join(stages)
     return headers

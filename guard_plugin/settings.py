@@ -69,6 +69,11 @@ class GuardSettings(BaseSettings):
     )
     max_queue: int = Field(default=2048, ge=1, description="Queued items before calls are refused.")
     timeout_s: float = Field(default=10.0, gt=0, description="Per-call scoring timeout.")
+    cascade: bool = Field(
+        default=True,
+        description="Let the bundle's first stage (when it has one) clear easy items before the "
+        "student; false: the student scores every item.",
+    )
     cache_size: int = Field(
         default=4096, ge=0, description="LRU cache entries of scores (0 = off)."
     )

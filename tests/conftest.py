@@ -87,6 +87,40 @@ def tiny_onnx_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return result.path
 
 
+@pytest.fixture(scope="session")
+def tiny_cascade_bundle(
+    tiny_onnx_bundle: Path, tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny ONNX guard as a cascade: a first stage distilled from the tiny guard and trained
+    on its corpus (prompts and pairs), with its cuts chosen on the same corpus
+    (``distill.cascade.build_first_stage``)."""
+    from distill.cascade import build_first_stage
+    from distill.records import Example
+    from guard_plugin.bundle import GuardBundle
+    from tests.tiny_guard import SAFE, UNSAFE
+
+    root = tmp_path_factory.mktemp("tiny_cascade") / "bundle"
+    shutil.copytree(tiny_onnx_bundle, root)
+    records = [Example(prompt=t, label=0, source="toy-safe") for t in SAFE]
+    records += [Example(prompt=t, label=1, source="toy-unsafe") for t in UNSAFE]
+    records += [
+        Example(prompt=a, response=b, label=1, source="toy-pair")
+        for a, b in zip(SAFE[::3], UNSAFE[::3], strict=False)
+    ]
+    records += [
+        Example(prompt=a, response=b, label=0, source="toy-pair")
+        for a, b in zip(UNSAFE[1::3], SAFE[1::3], strict=False)
+    ]
+    manifest = GuardBundle.load(root).manifest
+    first = build_first_stage(
+        root, tiny_hf_dir, train=records, validation=records, threshold=0.5, progress=False
+    )
+    write_manifest(
+        root, manifest.model_copy(update={"version": "tiny-cascade-1", "first_stage": first})
+    )
+    return root
+
+
 # --- untrained student and toy training records (owner: trainer, distill/trainer.py) ----------
 
 

@@ -33,6 +33,7 @@ class GatedModel:
         self.inner = inner
         self.version = version or inner.version
         self.threshold = inner.threshold
+        self.first_stage = inner.first_stage
         self.gate = threading.Event()
         self.gate.set()
         self.poison = poison

@@ -18,7 +18,6 @@ from typing import Literal
 import pytest
 
 from adapters.teachers import Pair
-from adapters.teachers.classifier import ClassifierTeacher
 from adapters.traffic import SQLiteTrafficStore, TrafficRecord
 from distill.loop import (
     STAGES,
@@ -31,6 +30,7 @@ from distill.loop import (
 from distill.records import Example, read_jsonl, write_jsonl
 from distill.registry import Registry
 from distill.settings import DistillSettings, LoopSettings, TrainRecipe
+from distill.teachers import ClassifierTeacher
 from tests.tiny_guard import FILLER, SAFE, UNSAFE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -86,7 +86,7 @@ def policies_config(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def proxies(
-    tiny_onnx_bundle: Path, tiny_torch_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_cascade_bundle: Path, tiny_torch_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ProxyProcess]]:
     root = tmp_path_factory.mktemp("proxies")
     home = {"HARMAUG_HOME": str(root / "home")}
@@ -99,7 +99,7 @@ def proxies(
     )
     started = {
         "gateway": ProxyProcess(
-            serve_command(EXAMPLE_CONFIG, gateway_port, "--guard", str(tiny_onnx_bundle)),
+            serve_command(EXAMPLE_CONFIG, gateway_port, "--guard", str(tiny_cascade_bundle)),
             port=gateway_port,
             log_file=root / "gateway.log",
             env=home,
@@ -182,7 +182,10 @@ def test_safe_prompt_passes_with_headers(gateway: ProxyProcess) -> None:
     assert raw.parse().choices[0].message.content.startswith("sure, here is how to bake")
     assert raw.headers["x-harmaug-decision"] == "allow"
     assert float(raw.headers["x-harmaug-p-unsafe"]) < 0.5
-    assert raw.headers["x-harmaug-guard-version"] == "tiny-onnx-1"
+    assert raw.headers["x-harmaug-guard-version"] == "tiny-cascade-1"
+    stages = dict(part.split("=") for part in raw.headers["x-harmaug-stage"].split(","))
+    assert set(stages) == {"prompt", "completion"}
+    assert set(stages.values()) <= {"first_stage", "student"}
 
 
 def test_unsafe_prompt_is_refused_with_the_guard_facts(gateway: ProxyProcess) -> None:
@@ -195,7 +198,8 @@ def test_unsafe_prompt_is_refused_with_the_guard_facts(gateway: ProxyProcess) ->
     assert facts["guard"] == "harmaug"
     assert facts["part"] == "prompt"
     assert facts["p_unsafe"] >= facts["threshold"] == 0.5
-    assert facts["guard_version"] == "tiny-onnx-1"
+    assert facts["guard_version"] == "tiny-cascade-1"
+    assert facts["stage"] == "student"  # the first stage only ever clears
     assert "Traceback" not in caught.value.response.text
     assert caught.value.response.headers["x-harmaug-decision"] == "block"
 

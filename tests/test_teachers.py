@@ -17,7 +17,6 @@ from adapters.openai_http import ServerError
 from adapters.settings import AdapterSettings
 from adapters.spec import SpecError
 from adapters.teachers import TeacherError, load_teacher
-from adapters.teachers.classifier import ClassifierTeacher
 from adapters.teachers.llama_guard import LlamaGuardTeacher, verdict_token_id
 from adapters.teachers.llama_guard_prompt import (
     categories_block,
@@ -27,6 +26,8 @@ from adapters.teachers.llama_guard_prompt import (
     user_message,
 )
 from adapters.teachers.openai_compat import OpenAICompatTeacher
+from distill.teachers import ClassifierTeacher
+from distill.teachers import load_teacher as load_any_teacher
 from guard_plugin.model import GuardModel
 from tests.fake_openai import FakeServer, Reply, chat_logprobs, completion_logprobs
 from tests.tiny_guard import SAFE, UNSAFE
@@ -348,7 +349,7 @@ async def test_async_form_inside_an_event_loop() -> None:
 
 # -- classifier teacher ------------------------------------------------------------------------
 def test_classifier_teacher_scores_like_the_served_guard(tiny_torch_bundle: Path) -> None:
-    teacher = load_teacher(f"classifier:{tiny_torch_bundle}")
+    teacher = load_any_teacher(f"classifier:{tiny_torch_bundle}")
     assert isinstance(teacher, ClassifierTeacher)
     pairs = [(t, None) for t in SAFE[:6] + UNSAFE[:6]] + [(SAFE[0], UNSAFE[0])]
     served = [s.p_unsafe for s in GuardModel.load(tiny_torch_bundle).score(pairs)]
@@ -357,7 +358,7 @@ def test_classifier_teacher_scores_like_the_served_guard(tiny_torch_bundle: Path
         teacher.score([(t, None) for t in UNSAFE[:6]])
     )
     assert teacher.teacher_id.startswith("classifier:tiny-torch-1:")
-    assert load_teacher(f"classifier:{tiny_torch_bundle}").teacher_id == teacher.teacher_id
+    assert load_any_teacher(f"classifier:{tiny_torch_bundle}").teacher_id == teacher.teacher_id
 
 
 def test_classifier_teacher_id_follows_content_and_windows(
@@ -373,7 +374,7 @@ def test_classifier_teacher_id_follows_content_and_windows(
 
 def test_classifier_champion_without_registry_is_a_clear_error(harmaug_home: Path) -> None:
     with pytest.raises(TeacherError, match="no champion"):
-        load_teacher("classifier:champion")
+        load_any_teacher("classifier:champion")
 
 
 @pytest.mark.parametrize(
@@ -385,8 +386,15 @@ def test_classifier_champion_without_registry_is_a_clear_error(harmaug_home: Pat
         ("openai:lg@http://127.0.0.1:1/v1?colour=red", "unknown option"),
         ("llama-guard:/no/such/dir", "no such file"),
         ("openai:lg@http://127.0.0.1:1/v1?temperature=hot", "not a number"),
+        ("classifier:/x?colour=red", "unknown option"),
     ],
 )
 def test_bad_specs(spec: str, message: str) -> None:
     with pytest.raises(SpecError, match=message):
-        load_teacher(spec)
+        load_any_teacher(spec)
+
+
+def test_adapters_alone_do_not_know_the_classifier_teacher() -> None:
+    # the guard runtime builds on adapters, not the other way round
+    with pytest.raises(SpecError, match="starts with one of llama-guard:, openai:"):
+        load_teacher("classifier:champion")

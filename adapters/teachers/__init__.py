@@ -6,14 +6,15 @@
 |----------------------------------------|-----------------------------------------------------------|
 | ``llama-guard:DIR``                    | Llama Guard 3 through transformers (``llama_guard``)      |
 | ``openai:MODEL@URL``                   | Llama Guard served by vLLM / an OpenAI-compatible server  |
-| ``classifier:champion|VERSION|DIR``    | a guard bundle or HF sequence classifier (``classifier``) |
+
+``distill.teachers.load_teacher`` adds ``classifier:champion|VERSION|DIR`` (a guard bundle or HF
+sequence classifier as teacher, scored by the guard runtime).
 
 Options: ``temperature=T`` (llama-guard, openai), ``endpoint=completions|chat``,
 ``top_logprobs=K`` and ``id=TEACHER_ID`` (openai). Examples::
 
     llama-guard:/models/Llama-Guard-3-8B?temperature=2
     openai:meta-llama/Llama-Guard-3-8B@http://127.0.0.1:8000/v1
-    classifier:/models/HarmAug-Guard
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from adapters.settings import AdapterSettings
 from adapters.spec import SpecError, parse_spec, resolve_path
 from adapters.teachers.protocol import Pair, Teacher, TeacherError, ThreadedTeacher
 
-TEACHER_KINDS = ("llama-guard", "openai", "classifier")
+TEACHER_KINDS = ("llama-guard", "openai")
 
 
 def load_teacher(text: str, settings: AdapterSettings | None = None) -> Teacher:
@@ -38,7 +39,7 @@ def load_teacher(text: str, settings: AdapterSettings | None = None) -> Teacher:
         teacher = LlamaGuardTeacher(
             resolve_path(spec.target), temperature=temperature, settings=settings
         )
-    elif spec.kind == "openai":
+    else:  # openai
         from adapters.teachers.openai_compat import OpenAICompatTeacher
 
         model, url = spec.server()
@@ -55,11 +56,6 @@ def load_teacher(text: str, settings: AdapterSettings | None = None) -> Teacher:
             settings=settings,
         )
         spec.no_leftovers()
-    else:
-        from adapters.teachers.classifier import ClassifierTeacher
-
-        spec.no_leftovers()
-        teacher = ClassifierTeacher.load(spec.target, settings)
     return teacher
 
 

@@ -1,5 +1,9 @@
-"""A sequence classifier as teacher: any guard bundle or Hugging Face sequence-classification
-directory (a larger student, the published HarmAug-Guard, the registry champion).
+"""Every teacher a SPEC names: those of ``adapters.teachers``, and a sequence classifier as
+teacher: any guard bundle or Hugging Face sequence-classification directory (a larger student, the
+published HarmAug-Guard, the registry champion), ``classifier:champion|VERSION|DIR``.
+
+The classifier teacher lives here, not in ``adapters``, because it is built on the guard runtime
+(``guard_plugin``), which itself depends on ``adapters``: dependencies stay one-way.
 
 Scored through ``guard_plugin.model.GuardModel``, exactly as the gateway would serve it: the same
 windows for long text (maximum over windows), the same backend. The teacher id carries the
@@ -16,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.settings import AdapterSettings
-from adapters.spec import fingerprint, model_files
-from adapters.teachers.protocol import Pair, TeacherError, ThreadedTeacher
+from adapters.spec import fingerprint, model_files, parse_spec
+from adapters.teachers import TEACHER_KINDS, Pair, Teacher, TeacherError, ThreadedTeacher
+from adapters.teachers import load_teacher as load_adapter_teacher
 
 if TYPE_CHECKING:
     from guard_plugin.model import GuardModel
@@ -30,6 +35,16 @@ def model_digest(model: GuardModel) -> str:
         payload = json.dumps(sorted(bundle.manifest.files.items())).encode()
         return hashlib.sha256(payload).hexdigest()
     return fingerprint(model_files(bundle.path))
+
+
+def load_teacher(text: str, settings: AdapterSettings | None = None) -> Teacher:
+    """The teacher a SPEC names: ``classifier:...`` here, the other kinds from
+    ``adapters.teachers.load_teacher``; raises SpecError or TeacherError."""
+    spec = parse_spec(text, (*TEACHER_KINDS, "classifier"))
+    if spec.kind != "classifier":
+        return load_adapter_teacher(text, settings)
+    spec.no_leftovers()
+    return ClassifierTeacher.load(spec.target, settings)
 
 
 class ClassifierTeacher(ThreadedTeacher):
@@ -64,3 +79,6 @@ class ClassifierTeacher(ThreadedTeacher):
         for start in range(0, len(pairs), self.batch_size):
             scores += [s.p_unsafe for s in self.model.score(pairs[start : start + self.batch_size])]
         return scores
+
+
+__all__ = ["ClassifierTeacher", "load_teacher", "model_digest"]

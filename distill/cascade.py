@@ -1,0 +1,342 @@
+"""The cascade's first stage, distilled from the student, and the figures that gate it.
+
+1. static embeddings: ``model2vec`` distils the student's own encoder (the fine-tuned MiniLM,
+   loaded from its safetensors, offline) into one vector per token, PCA-reduced to
+   ``STATIC_DIMS``;
+2. head: a one-hidden-layer MLP on ``[prompt context, screened text, is a completion]``
+   (``guard_plugin.first_stage``) trained to predict the student's served P(unsafe) (binary cross
+   entropy on the soft targets, the student's flagged and passed items weighed equally). Its items
+   are the training records as the gateway screens them: every prompt alone, every (prompt,
+   response) pair as a completion. They need no label (the student gives the target), so the
+   retraining cycle's traffic counts as much as the seed mix;
+3. cuts: per part (prompts, completions), the highest cut under which the first stage alone
+   clears at most ``MAX_MISSED`` of the validation items that are unsafe and that the student
+   catches at its threshold; recorded with the rates measured there;
+4. gate: on the test set, the cascade (first stage where it clears, the student elsewhere) may
+   lose at most ``MAX_RECALL_LOSS`` of the student's recall at the threshold
+   (:func:`cascade_metrics`); a first stage over that is left out of the bundle, and the
+   registry's gate refuses a bundle whose measured loss is over it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+
+from distill.records import Example
+from guard_plugin.bundle import FirstStageManifest
+from guard_plugin.first_stage import (
+    HEAD_FILE,
+    STAGE1_DIR,
+    STATIC_FILES,
+    FirstStage,
+    StaticFeatures,
+    mlp,
+)
+from guard_plugin.model import GuardModel
+
+if TYPE_CHECKING:
+    import torch
+    from model2vec import StaticModel
+
+log = structlog.get_logger("harmaug.cascade")
+
+STATIC_DIMS = 256
+HEAD_HIDDEN = 256
+FIT_EPOCHS = 8
+HEAD_LR = 1e-3
+EMBEDDING_LR = 3e-3
+HEAD_BATCH = 256
+PARITY_TOLERANCE = 1e-3
+TRAIN_ITEMS = 20000
+MAX_MISSED = 0.005
+MAX_RECALL_LOSS = 0.005
+
+
+def screened_items(records: Sequence[Example]) -> list[tuple[str, str | None]]:
+    """The items the gateway screens for these records: each prompt alone, each pair."""
+    items: list[tuple[str, str | None]] = []
+    for record in records:
+        items.append((record.prompt, None))
+        if record.response:
+            items.append((record.prompt, record.response))
+    return list(dict.fromkeys(items))
+
+
+def distill_static(model_dir: Path) -> StaticModel:
+    """``model2vec`` static embeddings of the encoder in ``model_dir`` (offline)."""
+    from model2vec.distill import distill_from_model
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder = AutoModel.from_pretrained(str(model_dir), use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, local_files_only=True)
+    dims = min(STATIC_DIMS, int(encoder.config.hidden_size))
+    return distill_from_model(
+        model=encoder,
+        tokenizer=tokenizer,  # type: ignore[arg-type]  # a fast tokenizer, as loaded
+        pca_dims=dims,
+        device="cpu",
+    )
+
+
+def save_static(static: StaticModel, out_dir: Path) -> None:
+    """The static model's files, only those the runtime loads."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    static.save_pretrained(str(out_dir))
+    for path in out_dir.iterdir():
+        if path.name not in STATIC_FILES:
+            path.unlink()
+
+
+def _padded(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to the longest, and the mask of the real ones."""
+    import torch
+
+    width = max(1, *(len(found) for found in ids))
+    padded = torch.zeros((len(ids), width), dtype=torch.long)
+    mask = torch.zeros((len(ids), width))
+    for row, found in enumerate(ids):
+        padded[row, : len(found)] = torch.tensor(list(found), dtype=torch.long)
+        mask[row, : len(found)] = 1.0
+    return padded, mask
+
+
+def fit_first_stage(
+    static: StaticModel,
+    items: Sequence[tuple[str, str | None]],
+    targets: np.ndarray,
+    *,
+    max_chunks: int,
+    threshold: float,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Fit the first stage to the student's P(unsafe) ``targets`` of ``items``: the token vectors
+    (fine-tuned in place, from the distilled ones) and the MLP head (returned), trained together,
+    fastText-like. Every chunk of an item learns the item's score; the student's flagged and passed
+    items weigh the same. The result is checked against the runtime's scores (parity)."""
+    import torch
+
+    features = StaticFeatures(static, max_chunks=max_chunks)
+    text_ids, contexts, counts = features.layout(items)
+    context_ids = features.token_ids(contexts)
+    y = torch.from_numpy(np.repeat(targets, counts).astype(np.float32))
+    is_pair = torch.tensor([1.0 if ctx else 0.0 for ctx in contexts])
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    flagged = y >= threshold
+    share = float(flagged.float().mean().clamp(0.01, 0.99))
+    weights = torch.where(flagged, 0.5 / share, 0.5 / (1.0 - share))
+    embedding = torch.nn.Embedding.from_pretrained(
+        torch.from_numpy(np.asarray(static.embedding, dtype=np.float32)), freeze=False, sparse=True
+    )
+    head = torch.nn.Sequential(
+        torch.nn.Linear(features.width, HEAD_HIDDEN),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HEAD_HIDDEN, 1),
+    )
+    normalize = bool(static.normalize)
+
+    def pooled(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        summed = (embedding(ids) * mask[..., None]).sum(1)
+        vectors = summed / mask.sum(1).clamp(min=1.0)[:, None]
+        return vectors / (vectors.norm(dim=1, keepdim=True) + 1e-32) if normalize else vectors
+
+    def logits(index: list[int]) -> torch.Tensor:
+        context_part = pooled(*_padded([context_ids[i] for i in index]))
+        text_part = pooled(*_padded([text_ids[i] for i in index]))
+        rows = torch.cat([context_part, text_part, is_pair[index, None]], dim=1)
+        return head(rows).squeeze(-1)
+
+    # Sparse updates: a batch moves only the vectors of its own tokens (a dense step over the
+    # whole vocabulary cost 0.36 s on 2 cores, against the rest of the step's few ms).
+    optimizers = [
+        torch.optim.SparseAdam(list(embedding.parameters()), lr=EMBEDDING_LR),
+        torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=1e-4),
+    ]
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    for _ in range(FIT_EPOCHS):
+        order = torch.randperm(len(y), generator=generator).tolist()
+        for start in range(0, len(order), HEAD_BATCH):
+            index = order[start : start + HEAD_BATCH]
+            loss = (loss_fn(logits(index), y[index]) * weights[index]).mean()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            loss.backward()
+            for optimizer in optimizers:
+                optimizer.step()
+    static.embedding = embedding.weight.detach().numpy().astype(np.float32)
+    state = {name: value.detach() for name, value in head.state_dict().items()}
+    fitted = {
+        "w1": state["0.weight"].T.contiguous().numpy(),
+        "b1": state["0.bias"].numpy(),
+        "w2": state["2.weight"][0].contiguous().numpy(),
+        "b2": state["2.bias"].numpy(),
+    }
+    probe = list(range(0, len(y), max(1, len(y) // 256)))
+    with torch.no_grad():
+        trained = torch.sigmoid(logits(probe)).numpy()
+    served_rows = np.concatenate(
+        [
+            features.pool([context_ids[i] for i in probe]),
+            features.pool([text_ids[i] for i in probe]),
+            is_pair[probe, None].numpy(),
+        ],
+        axis=1,
+    )
+    served = mlp(fitted, served_rows)
+    gap = float(np.abs(trained - served).max()) if probe else 0.0
+    if gap > PARITY_TOLERANCE:
+        raise RuntimeError(f"first stage: served scores differ from trained ones by {gap:.2e}")
+    return fitted
+
+
+def choose_cut(
+    first: np.ndarray, caught: np.ndarray, threshold: float, max_missed: float = MAX_MISSED
+) -> float:
+    """The highest cut that clears at most ``max_missed`` of the ``caught`` items (first-stage
+    scores below the cut are cleared), and never above ``threshold``: what the first stage clears
+    it scores below the threshold, so its verdict is "safe" like the student's would be. 0.0
+    (clear nothing) when nothing was caught."""
+    scores = np.sort(first[caught & np.isfinite(first)])
+    if scores.size == 0:
+        return 0.0
+    allowed = int(np.floor(max_missed * scores.size))
+    return min(float(scores[allowed]), threshold)
+
+
+def routed(
+    items: Sequence[tuple[str, str | None]], first: np.ndarray, manifest: FirstStageManifest
+) -> np.ndarray:
+    """Which items the first stage clears (their score below their part's cut)."""
+    cuts = np.asarray(
+        [manifest.cut_completion if response else manifest.cut_prompt for _, response in items]
+    )
+    return np.isfinite(first) & (np.nan_to_num(first, nan=1.0) < cuts)
+
+
+def cascade_metrics(
+    labels: np.ndarray,
+    student: np.ndarray,
+    first: np.ndarray,
+    cleared: np.ndarray,
+    threshold: float,
+) -> dict[str, Any]:
+    """The cascade beside the student on one labelled set: its scores are the first stage's
+    where it clears and the student's elsewhere."""
+    from distill.evaluation import summary_metrics
+
+    scores = np.where(cleared, np.nan_to_num(first), student)
+    alone = summary_metrics(labels, student, threshold)
+    both = summary_metrics(labels, scores, threshold)
+    caught = (labels == 1) & (student >= threshold)
+    safe = labels == 0
+    return {
+        "auprc": both["auprc"],
+        "f1": both["f1"],
+        "recall": both["recall"],
+        "fpr": both["fpr"],
+        "student_auprc": alone["auprc"],
+        "student_recall": alone["recall"],
+        "recall_loss": alone["recall"] - both["recall"],
+        "caught": int(caught.sum()),
+        "missed_of_caught": int((caught & cleared).sum()),
+        "student_share": float((~cleared).mean()) if cleared.size else 0.0,
+        "student_share_safe": float((~cleared[safe]).mean()) if safe.any() else None,
+    }
+
+
+def build_first_stage(
+    bundle_dir: Path,
+    model_dir: Path,
+    *,
+    train: Sequence[Example],
+    validation: Sequence[Example],
+    threshold: float,
+    seed: int = 0,
+    progress: bool = True,
+) -> FirstStageManifest:
+    """Distil, train and calibrate the first stage of the sealed bundle at ``bundle_dir`` (the
+    student trained in ``model_dir``); its files go to ``bundle_dir/stage1``. The caller adds
+    the returned manifest to ``guard.json``."""
+    from safetensors.numpy import save_file
+
+    from guard_plugin.settings import GuardSettings
+
+    student = GuardModel.load(bundle_dir, GuardSettings(cascade=False))
+    folder = bundle_dir / STAGE1_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    static = distill_static(model_dir)
+    items = screened_items(train)
+    items = random.Random(seed).sample(items, min(TRAIN_ITEMS, len(items)))
+    targets = student_scores(student, items, progress)
+    max_chunks = student.windows.max_windows
+    head = fit_first_stage(
+        static, items, targets, max_chunks=max_chunks, threshold=threshold, seed=seed
+    )
+    save_static(static, folder)
+    save_file(head, str(folder / HEAD_FILE))
+    features = StaticFeatures(static, max_chunks=max_chunks)
+
+    checks = [(r.prompt, r.response) for r in validation if r.label is not None]
+    labels = np.asarray([int(r.label) for r in validation if r.label is not None])  # type: ignore[arg-type]
+    student_validation = student_scores(student, checks, progress)
+    draft = FirstStageManifest(base_model=str(model_dir.name), cut_prompt=0.0, cut_completion=0.0)
+    first = FirstStage(features, head, draft).scores(checks)
+    is_pair = np.asarray([bool(response) for _, response in checks])
+    caught = (labels == 1) & (student_validation >= threshold)
+    manifest = draft.model_copy(
+        update={
+            "cut_prompt": choose_cut(first[~is_pair], caught[~is_pair], threshold),
+            "cut_completion": choose_cut(first[is_pair], caught[is_pair], threshold),
+            "max_missed": MAX_MISSED,
+        }
+    )
+    cleared = routed(checks, first, manifest)
+    overall = cascade_metrics(labels, student_validation, first, cleared, threshold)
+    measured: dict[str, Any] = {
+        "validation": overall,
+        "validation_prompts": cascade_metrics(
+            labels[~is_pair], student_validation[~is_pair], first[~is_pair], cleared[~is_pair],
+            threshold,
+        ),
+        "validation_completions": cascade_metrics(
+            labels[is_pair], student_validation[is_pair], first[is_pair], cleared[is_pair],
+            threshold,
+        ),
+        "train_items": len(items),
+    }  # fmt: skip
+    log.info("first_stage_built", cut_prompt=manifest.cut_prompt,
+             cut_completion=manifest.cut_completion, **overall)  # fmt: skip
+    return manifest.model_copy(update={"metrics": measured})
+
+
+def student_scores(
+    model: GuardModel, items: Sequence[tuple[str, str | None]], progress: bool, batch: int = 64
+) -> np.ndarray:
+    """The student's served P(unsafe) of each item, in batches."""
+    from tqdm import tqdm
+
+    out: list[float] = []
+    with tqdm(total=len(items), desc="student", unit="item", disable=not progress) as bar:
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            out.extend(score.p_unsafe for score in model.score(chunk))
+            bar.update(len(chunk))
+    return np.asarray(out)
+
+
+__all__ = [
+    "MAX_MISSED",
+    "MAX_RECALL_LOSS",
+    "build_first_stage",
+    "cascade_metrics",
+    "choose_cut",
+    "routed",
+    "screened_items",
+]

@@ -6,9 +6,24 @@ A request becomes a list of :class:`Turn` (role + text) in conversation order:
   ``output_text`` parts; Anthropic-style ``tool_result`` parts recurse); every other part (images,
   audio, files ...) is skipped and counted. Assistant ``tool_calls`` become ``tool`` turns holding
   the function name and arguments; ``role: tool`` / ``function`` messages are ``tool`` turns too.
+* Anthropic ``/v1/messages``: the same ``messages`` reader (content blocks: ``text``,
+  ``tool_use`` as a ``tool`` turn of name and input, ``tool_result`` recursing; images,
+  documents, thinking ... skipped and counted); the top-level ``system`` (a string or text
+  blocks) is a ``system`` turn.
 * ``/v1/completions`` ``prompt``: a string or a list of strings (token-id lists are skipped).
 * ``/v1/responses`` ``input``: a string or a list of items (messages, ``function_call``,
   ``function_call_output``); ``instructions`` is a ``system`` turn.
+
+A response is read from chat ``choices`` (content, tool calls), completions ``choices[].text``,
+responses-API ``output`` items and Anthropic ``content`` blocks (``text``, ``tool_use``).
+
+A stream is read chunk by chunk (:func:`chunk_text`): chat and completions chunks, responses-API
+events, and Anthropic Messages events, as objects or dicts or as raw SSE bytes. LiteLLM hands a
+``/v1/messages`` stream to the iterator hook as raw SSE bytes, one transport read per chunk (a
+frame may be torn across reads, or several frames share one); :class:`StreamReader` regroups
+such bytes into whole frames, one per chunk, and notes whether the stream is an Anthropic one.
+:func:`finishes` tells the chunk that finishes a completion (a chat choice's ``finish_reason``,
+Anthropic's ``message_delta``), which the guardrail holds until the stream is screened.
 
 :func:`prompt_items` turns the screened turns into the items the guard scores: one item per
 screened turn, with the recent turns before it as context. An unchanged turn of a multi-turn chat
@@ -21,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +102,11 @@ class _Collector:
 
 
 def request_text(data: Mapping[str, Any]) -> RequestText:
-    """The text of a chat, completions or responses request (empty when it has none)."""
+    """The text of a chat, Anthropic messages, completions or responses request (empty when it
+    has none)."""
     out = _Collector()
     if data.get("messages") is not None:
+        _content(out, "system", data.get("system"), "system")  # Anthropic's top-level system
         _chat_messages(out, data["messages"])
     elif data.get("input") is not None:
         instructions = data.get("instructions")
@@ -279,8 +296,12 @@ def pair_prompt(request: RequestText, *, context_turns: int) -> str:
 
 
 def response_text(response: Any) -> str:
-    """The completion text of a chat, completions or responses-API response ('' when none)."""
+    """The completion text of a chat, completions, responses-API or Anthropic messages response
+    ('' when none)."""
     texts: list[str] = []
+    content = field(response, "content")  # Anthropic: a list of content blocks
+    if isinstance(content, list):
+        texts.extend(_part_texts(content))
     for choice in _list_or_empty(field(response, "choices")):
         message = field(choice, "message")
         if message is not None:
@@ -317,6 +338,8 @@ def _part_texts(parts: Sequence[Any]) -> list[str]:
             texts.append(field(part, "text"))
         elif field(part, "type") == "refusal" and isinstance(field(part, "refusal"), str):
             texts.append(field(part, "refusal"))
+        elif field(part, "type") == "tool_use":  # Anthropic
+            texts.append(_call_text(field(part, "name"), field(part, "input")))
     return texts
 
 
@@ -337,10 +360,44 @@ STREAM_DELTA_EVENTS = frozenset(
         "response.refusal.delta",
     }
 )
+ANTHROPIC_STREAM_EVENTS = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    }
+)
+SSE_FRAME_END = r"\r\n\r\n|\n\n|\r\r"
+SSE_DATA = re.compile(r"^data: ?(.*)$", re.MULTILINE)
+
+
+def sse_events(chunk: Any) -> list[Any]:
+    """The events in one chunk: the JSON ``data`` of each SSE frame in raw bytes or text (frames
+    that are not JSON, such as ``[DONE]``, are left out); any other chunk is one event itself."""
+    if isinstance(chunk, (bytes, bytearray)):
+        chunk = bytes(chunk).decode("utf-8", errors="replace")
+    if not isinstance(chunk, str):
+        return [chunk]
+    events = []
+    for frame in re.split(SSE_FRAME_END, chunk):
+        data = "\n".join(SSE_DATA.findall(frame.replace("\r\n", "\n")))
+        try:
+            events.append(json.loads(data))
+        except ValueError:
+            continue
+    return events
 
 
 def chunk_text(chunk: Any) -> str:
-    """The new completion text in one stream chunk (chat, completions or responses events)."""
+    """The new completion text in one stream chunk: chat and completions chunks, responses-API
+    events and Anthropic Messages events, as objects, dicts or raw SSE frames."""
+    return "".join(_event_text(event) for event in sse_events(chunk))
+
+
+def _event_text(chunk: Any) -> str:
     texts: list[str] = []
     for choice in _list_or_empty(field(chunk, "choices")):
         delta = field(choice, "delta")
@@ -356,6 +413,67 @@ def chunk_text(chunk: Any) -> str:
         text = field(choice, "text")
         if isinstance(text, str):
             texts.append(text)
-    if field(chunk, "type") in STREAM_DELTA_EVENTS and isinstance(field(chunk, "delta"), str):
-        texts.append(field(chunk, "delta"))
+    kind = field(chunk, "type")
+    delta = field(chunk, "delta")
+    if kind in STREAM_DELTA_EVENTS and isinstance(delta, str):
+        texts.append(delta)
+    elif kind == "content_block_start":  # Anthropic
+        block = field(chunk, "content_block")
+        if field(block, "type") == "text" and isinstance(field(block, "text"), str):
+            texts.append(field(block, "text"))
+        elif field(block, "type") == "tool_use":  # its input follows as input_json_delta
+            texts.append(_call_text(field(block, "name"), field(block, "input") or ""))
+    elif kind == "content_block_delta" and delta is not None:
+        for key in ("text", "partial_json"):  # text_delta, input_json_delta
+            if isinstance(field(delta, key), str):
+                texts.append(field(delta, key))
     return "".join(texts)
+
+
+def finishes(chunk: Any) -> bool:
+    """Whether ``chunk`` finishes a completion: a chat choice with a ``finish_reason``, or
+    Anthropic's ``message_delta`` (which carries the ``stop_reason``)."""
+    for event in sse_events(chunk):
+        if field(event, "type") == "message_delta":
+            return True
+        if any(
+            field(choice, "finish_reason") for choice in _list_or_empty(field(event, "choices"))
+        ):
+            return True
+    return False
+
+
+class StreamReader:
+    """Reads a stream as LiteLLM hands it to the iterator hook.
+
+    Raw SSE bytes are regrouped into whole frames, one frame per chunk, so that a frame is read
+    (and held, released or replaced) whole; every other chunk passes as it is. ``anthropic``
+    says whether an Anthropic Messages event went by.
+    """
+
+    def __init__(self) -> None:
+        self.anthropic = False
+
+    async def read(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        held = b""
+        async for chunk in stream:
+            if not isinstance(chunk, (bytes, bytearray)):
+                self._note(chunk)
+                yield chunk
+                continue
+            held += chunk
+            start = 0
+            for end in re.finditer(SSE_FRAME_END.encode(), held):
+                frame = held[start : end.end()]
+                start = end.end()
+                self._note(frame)
+                yield frame
+            held = held[start:]
+        if held:  # a last frame without its blank line
+            self._note(held)
+            yield held
+
+    def _note(self, chunk: Any) -> None:
+        if not self.anthropic:
+            kinds = {field(event, "type") for event in sse_events(chunk)}
+            self.anthropic = not kinds.isdisjoint(ANTHROPIC_STREAM_EVENTS)

@@ -26,6 +26,11 @@ Modes:
   (:meth:`async_post_call_success_hook`) and streaming
   (:meth:`async_post_call_streaming_iterator_hook`).
 
+Endpoints: chat completions, ``/v1/completions``, ``/v1/responses`` and Anthropic's
+``/v1/messages`` (LiteLLM call type ``anthropic_messages``: the same hooks fire; the request keeps
+Anthropic's shape, the post-call hook gets the Anthropic message as a dict, and a stream reaches
+the iterator hook as raw SSE bytes). :mod:`guard_plugin.extract` reads all of them.
+
 Streams: an entry whose action is ``block`` holds the stream (``harmaug_stream_mode: buffer``, the
 default) until the whole completion passed, so a blocked stream leaks nothing; ``incremental``
 holds the chunks since the last check and releases them every ``harmaug_stream_check_chars``
@@ -33,19 +38,30 @@ characters once the text so far passed; a blocked stream then ends with an error
 bounded leak: the client may receive the text that passed earlier checks (at most everything
 before the last ``harmaug_stream_check_chars`` characters); the unsafe window itself is never
 released. ``flag`` and ``shadow`` entries never hold a stream: they screen it at its end.
+Whatever the mode, the chunk that finishes the completion (a chat choice's ``finish_reason``,
+Anthropic's ``message_delta``) and those after it are held until the stream was screened: that
+chunk then carries the completion's verdict (:mod:`guard_plugin.stream_events`). A refused
+chat stream ends as LiteLLM ends it (the refusal's status and error body when nothing went out
+yet, else a terminal error event); a refused ``/v1/messages`` stream ends with Anthropic's
+``event: error``.
 
 Each screening leaves its facts in the request metadata (``metadata.harmaug``, and LiteLLM's
 ``standard_logging_guardrail_information``) and one structlog event (``guard_screen``); the
 response carries ``x-harmaug-decision``, ``x-harmaug-p-unsafe``, ``x-harmaug-guard-version`` and
 ``x-harmaug-stage`` (which stage of the cascade decided each part: ``prompt=first_stage``,
 ``completion=student``; the facts and the log event carry ``stage`` and ``student_items``).
-A stream's headers go out before its completion is screened, so they cover the prompt only.
+
+A stream's headers go out before its completion is screened: they cover the prompt only, and
+cannot say whether the completion passed, was flagged or will be refused. The completion's
+verdict reaches the client in the stream itself, as ``provider_specific_fields.harmaug`` of the
+finishing chunk (the same public facts as a refusal's body: guard, part, decision, p_unsafe,
+threshold, guard_version, stage, reason), or, refused, in the error that ends the stream.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException
@@ -58,7 +74,9 @@ from litellm.types.utils import GuardrailStatus, StandardLoggingGuardrailInforma
 from guard_plugin.extract import (
     MalformedRequest,
     RequestText,
+    StreamReader,
     chunk_text,
+    finishes,
     pair_prompt,
     prompt_items,
     request_text,
@@ -72,7 +90,15 @@ from guard_plugin.hook_config import (
     shared_traffic_logger,
 )
 from guard_plugin.logs import get_logger
-from guard_plugin.screening import Part, Screening, ScreeningFacts, decide, response_headers
+from guard_plugin.screening import (
+    Part,
+    Screening,
+    ScreeningFacts,
+    decide,
+    public_facts,
+    response_headers,
+)
+from guard_plugin.stream_events import anthropic_error_event, with_verdict
 from guard_plugin.traffic_log import Screened
 
 log = get_logger("guard_plugin.guardrail")
@@ -103,9 +129,11 @@ class StreamStopped(Exception):
 
     LiteLLM re-raises an HTTPException raised mid-stream (the connection breaks off); any other
     exception becomes ``data: {"error": {message, type, param, code}}``, built from these fields.
+    (An Anthropic stream ends with ``event: error`` instead, written from ``error``.)
     """
 
     def __init__(self, error: HTTPException) -> None:
+        self.error = error
         detail = error.detail if isinstance(error.detail, dict) else {"error": str(error.detail)}
         self.message = str(detail.get("error"))
         self.status_code = error.status_code
@@ -168,15 +196,16 @@ class HarmAugGuardrail(CustomGuardrail):
             await self.async_post_call_success_hook(request_data, user_api_key_dict, response)
             yield response
             return
+        reader = StreamReader()
+        chunks = reader.read(response)
         if self.config.action != "block":
-            async for chunk in self._screened_at_end(response, request_data):
-                yield chunk
+            screened = self._screened_at_end(chunks, request_data)
         elif self.config.stream_mode == "incremental":
-            async for chunk in self._screened_incrementally(response, request_data):
-                yield chunk
+            screened = self._screened_incrementally(chunks, request_data)
         else:
-            async for chunk in self._screened_before_release(response, request_data):
-                yield chunk
+            screened = self._screened_before_release(chunks, request_data)
+        async for chunk in self._finished_with_verdict(screened, request_data, reader):
+            yield chunk
 
     async def async_post_call_response_headers_hook(
         self,
@@ -191,8 +220,39 @@ class HarmAugGuardrail(CustomGuardrail):
 
     # -- streams --------------------------------------------------------------------------------
 
+    async def _finished_with_verdict(
+        self, stream: AsyncIterator[Any], data: dict[str, Any], reader: StreamReader
+    ) -> AsyncGenerator[Any, None]:
+        """Release ``stream``, holding the chunks from the one that finishes the completion on
+        until the stream was screened, then put the completion's verdict on that chunk.
+        A refused Anthropic stream ends with Anthropic's ``event: error``."""
+        finishing: list[Any] = []
+        try:
+            async for chunk in stream:
+                if finishing or finishes(chunk):
+                    finishing.append(chunk)
+                else:
+                    yield chunk
+        except (HTTPException, StreamStopped) as exc:
+            if not reader.anthropic:
+                raise  # LiteLLM ends a chat stream itself (an error status, or an error event)
+            yield anthropic_error_event(exc.error if isinstance(exc, StreamStopped) else exc)
+            return
+        verdict = self._completion_verdict(data)
+        last = max((i for i, chunk in enumerate(finishing) if finishes(chunk)), default=-1)
+        for index, chunk in enumerate(finishing):
+            yield with_verdict(chunk, verdict) if index == last and verdict else chunk
+
+    def _completion_verdict(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The public facts of this entry's last completion screening (shadow: never shown)."""
+        facts = _facts_of(data)
+        found = facts.get(self.name, {}).get("completion") if facts is not None else None
+        if found is None or self.config.action == "shadow":
+            return None
+        return public_facts(found)
+
     async def _screened_before_release(
-        self, stream: Any, data: dict[str, Any]
+        self, stream: AsyncIterator[Any], data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         chunks = [chunk async for chunk in stream]
         completion = "".join(chunk_text(chunk) for chunk in chunks)
@@ -201,7 +261,7 @@ class HarmAugGuardrail(CustomGuardrail):
             yield chunk
 
     async def _screened_incrementally(
-        self, stream: Any, data: dict[str, Any]
+        self, stream: AsyncIterator[Any], data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         prompt = self._pair_prompt(data)
         every = self.config.stream_check_chars
@@ -239,7 +299,7 @@ class HarmAugGuardrail(CustomGuardrail):
             raise StreamStopped(exc) from None
 
     async def _screened_at_end(
-        self, stream: Any, data: dict[str, Any]
+        self, stream: AsyncIterator[Any], data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         pieces: list[str] = []
         async for chunk in stream:

@@ -13,6 +13,7 @@ Decisions (the ``decision`` of logs, metadata and the ``x-harmaug-decision`` hea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -76,15 +77,7 @@ class Screening:
 
     def error(self) -> HTTPException | None:
         """The HTTP error that refuses the call, or None when the call goes on."""
-        public = {
-            "guard": self.guardrail,
-            "part": self.part,
-            "p_unsafe": None if self.p_unsafe is None else round(self.p_unsafe, 6),
-            "threshold": self.threshold,
-            "guard_version": self.guard_version,
-            "decision": self.decision,
-            "stage": self.stage,
-        }
+        public = public_facts(self.facts())
         if self.decision == "block":
             message = (
                 f"Blocked by the harmaug guard '{self.guardrail}': the {self.part} was judged "
@@ -98,9 +91,17 @@ class Screening:
                 f"({self.reason}); the call is refused because the guard fails closed. "
                 "Retry later."
             )
-            public["reason"] = self.reason
             return HTTPException(status_code=503, detail={"error": message, "harmaug": public})
         return None
+
+
+PUBLIC_FACTS = ("part", "decision", "p_unsafe", "threshold", "guard_version", "stage", "reason")
+
+
+def public_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """What a client may see of one screening's facts (:meth:`Screening.facts`): in the body of
+    a refusal and in the verdict a stream ends with. ``reason`` is None unless the guard failed."""
+    return {"guard": facts["guardrail"], **{key: facts.get(key) for key in PUBLIC_FACTS}}
 
 
 class ScreeningFacts(dict[str, Any]):

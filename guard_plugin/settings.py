@@ -125,6 +125,12 @@ class GuardSettings(BaseSettings):
     traffic_flush_s: float = Field(
         default=0.5, gt=0, description="Longest a record waits in the queue before a write."
     )
+    traffic_shutdown_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On a graceful stop (SIGTERM/SIGINT), the longest the gateway waits, after "
+        "its last request, for the queued records to be written (logged if exceeded).",
+    )
 
     def registry_path(self) -> Path:
         return self.registry if self.registry is not None else self.home / "registry"

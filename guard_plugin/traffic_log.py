@@ -13,11 +13,12 @@ request), and appends each batch in one store transaction. When the store is dow
 dropped and counted, the store is reopened with back-off, and logging resumes by itself. Records
 older than ``traffic_retention_days`` are purged by the same thread, at most once an hour.
 
-Durability: a record is safe once its batch is committed (the store's transaction). What is
-still queued when the process dies is lost, at most ``traffic_flush_s`` of traffic: ``close`` runs
-at interpreter exit, but not after SIGKILL, nor after uvicorn's graceful SIGTERM shutdown (it
-re-raises the signal with the default handler); a gateway that must keep those calls should
-call ``close()`` from its shutdown path.
+Durability: a record is safe once its batch is committed (the store's transaction). A graceful
+stop loses nothing: ``close`` writes what is queued (up to ``traffic_shutdown_s``, logged as
+``traffic_flush_timeout`` if exceeded) at the end of the server's shutdown
+(``guard_plugin.shutdown``, for SIGTERM and SIGINT) or at interpreter exit. A process that is
+killed (SIGKILL, a crash) loses what was still queued, at most ``traffic_flush_s`` of traffic, and
+the next logger to start in the same home logs how many (``guard_plugin.traffic_journal``).
 
 Stored text: ``traffic_content`` full | prompt | none; with ``traffic_redact`` (the default)
 e-mail addresses, phone numbers, card numbers (Luhn-valid) and API keys / bearer tokens are
@@ -28,7 +29,7 @@ only as HMAC-SHA256 hashes with a secret salt (``traffic_salt``, else a random s
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import hashlib
 import hmac
 import os
@@ -40,13 +41,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from adapters.traffic import StoreUnavailable, TrafficRecord, TrafficStore, open_store
 from guard_plugin.logs import get_logger
 from guard_plugin.settings import GuardSettings
+from guard_plugin.shutdown import at_shutdown
+from guard_plugin.traffic_journal import PendingJournal, report_lost
 
 log = get_logger("guard_plugin.traffic_log")
 
@@ -171,7 +174,8 @@ class TrafficLogger:
         self._open_store = open_store_fn
         self._store: TrafficStore | None = None
         self._salt = salt if salt is not None else load_salt(self.settings)
-        self._queue: queue.Queue[Screened] = queue.Queue(self.settings.traffic_queue_size)
+        # None wakes the writer (``close``): it stops waiting to fill a batch.
+        self._queue: queue.Queue[Screened | None] = queue.Queue(self.settings.traffic_queue_size)
         self._random = random.Random(seed)
         self._done = threading.Condition()  # guards and signals ``stats``
         self.stats = TrafficStats()
@@ -179,6 +183,8 @@ class TrafficLogger:
         self._retry_at = 0.0
         self._retry_s = RETRY_MIN_S
         self._purged_at: float | None = None  # not 0.0: monotonic time may start near zero
+        report_lost(self.settings.home)  # what killed loggers before this one left unwritten
+        self._journal = PendingJournal(self.settings.home)
         self._thread = threading.Thread(target=self._run, name="harmaug-traffic", daemon=True)
         self._thread.start()
 
@@ -187,7 +193,7 @@ class TrafficLogger:
         settings = settings or GuardSettings()
         url = settings.traffic_store_url()
         logger = cls(lambda: open_store(url), settings)
-        atexit.register(logger.close, 5.0)  # a stopping gateway writes what is queued
+        at_shutdown(logger.close)  # a stopping gateway writes what is queued
         return logger
 
     # -- request path ----------------------------------------------------------------------------
@@ -208,6 +214,7 @@ class TrafficLogger:
     def _count(self, name: str, n: int = 1) -> None:
         with self._done:
             setattr(self.stats, name, getattr(self.stats, name) + n)
+            self._journal.update(self.stats.logged, self.stats.written + self.stats.dropped_store)
             self._done.notify_all()
 
     # -- building a stored record ------------------------------------------------------------------
@@ -243,17 +250,25 @@ class TrafficLogger:
 
     # -- writer thread -----------------------------------------------------------------------------
     def _next_batch(self) -> list[Screened]:
-        try:
-            batch = [self._queue.get(timeout=self.settings.traffic_flush_s)]
-        except queue.Empty:
+        """What arrives within ``traffic_flush_s`` of the first record, at most a batch."""
+        first = self._next(self.settings.traffic_flush_s)
+        if first is None:
             return []
+        batch = [first]
         deadline = time.monotonic() + self.settings.traffic_flush_s
         while len(batch) < self.settings.traffic_batch_size:
-            try:
-                batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
-            except queue.Empty:
+            call = self._next(max(deadline - time.monotonic(), 0.0))
+            if call is None:
                 break
+            batch.append(call)
         return batch
+
+    def _next(self, timeout_s: float) -> Screened | None:
+        """The next queued call; None when none came in time or ``close`` woke the writer."""
+        try:
+            return self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
 
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
@@ -336,7 +351,24 @@ class TrafficLogger:
                 self._done.wait(remaining)
         return True
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued (up to ``timeout_s``), stop the thread, close the store."""
+    def close(self, timeout_s: float | None = None) -> bool:
+        """Write what is queued (up to ``timeout_s``, default ``traffic_shutdown_s``), stop the
+        thread, close the store. False, and logged, when records were still queued at the limit
+        (they are counted in the journal as lost). Closing again does nothing more."""
+        if self._stop.is_set() and not self._thread.is_alive():
+            return True
+        timeout = self.settings.traffic_shutdown_s if timeout_s is None else timeout_s
+        started = time.monotonic()
         self._stop.set()
-        self._thread.join(timeout_s)
+        with contextlib.suppress(queue.Full):  # a full queue keeps the writer busy anyway
+            self._queue.put_nowait(None)
+        self._thread.join(timeout)
+        with self._done:
+            stats = asdict(self.stats)
+            pending = self.stats.logged - self.stats.written - self.stats.dropped_store
+        if self._thread.is_alive():
+            log.warning("traffic_flush_timeout", timeout_s=timeout, pending=pending, **stats)
+            return False
+        self._journal.close()
+        log.info("traffic_flushed", flush_ms=round((time.monotonic() - started) * 1000, 1), **stats)
+        return True

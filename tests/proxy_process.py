@@ -95,7 +95,8 @@ class ProxyProcess:
         return {"Authorization": f"Bearer {self.master_key}"}
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_file.read_text(encoding="utf-8", errors="replace")
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:

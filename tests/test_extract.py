@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 from litellm.types.utils import ModelResponse, ModelResponseStream, TextCompletionResponse
 
 from guard_plugin.extract import (
     MalformedRequest,
+    StreamReader,
     Turn,
     chunk_text,
+    finishes,
     pair_prompt,
     prompt_items,
     request_text,
@@ -243,3 +249,141 @@ def test_chunk_text_of_chat_completion_and_responses_events() -> None:
     assert chunk_text({"type": "response.output_text.delta", "delta": "wor"}) == "wor"
     assert chunk_text({"type": "response.completed", "response": {}}) == ""
     assert chunk_text(ModelResponseStream(choices=[{"delta": {}, "index": 0}])) == ""
+
+
+# -- Anthropic /v1/messages --------------------------------------------------------------------
+
+
+def test_anthropic_messages_request_with_system_and_content_blocks() -> None:
+    data = {
+        "system": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "be kind"}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is in"},
+                    {"type": "image", "source": {"type": "base64", "data": "AAAA"}},
+                    {"type": "document", "source": {"type": "text", "data": "x"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "tool_use", "id": "t1", "name": "look", "input": {"q": "it"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "a cat"},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t2",
+                        "content": [{"type": "text", "text": "a dog"}, {"type": "image"}],
+                    },
+                ],
+            },
+        ],
+    }
+    got = request_text(data)
+    assert got.turns == (
+        Turn("system", "be brief\nbe kind"),
+        Turn("user", "what is in"),
+        Turn("tool", 'look: {"q": "it"}'),
+        Turn("tool", "a cat"),
+        Turn("tool", "a dog"),
+    )
+    assert got.skipped_parts == 4  # image, document, thinking, the nested image
+    assert request_text({"system": "be brief", "messages": []}).turns == (
+        Turn("system", "be brief"),
+    )
+    with pytest.raises(MalformedRequest, match="system"):
+        request_text({"system": 7, "messages": []})
+
+
+def test_response_text_of_an_anthropic_message() -> None:
+    message = {
+        "type": "message",
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "not screened", "signature": "s"},
+            {"type": "text", "text": "let me look"},
+            {"type": "tool_use", "id": "t1", "name": "search", "input": {"q": "x"}},
+        ],
+    }
+    assert response_text(message) == 'let me look\nsearch: {"q": "x"}'
+    assert response_text({"type": "message", "content": []}) == ""
+
+
+def frame(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+ANTHROPIC_STREAM = [
+    frame("message_start", {"type": "message_start", "message": {"content": []}}),
+    frame(
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ),
+    frame(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hé"}},
+    ),
+    frame(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+        },
+    ),
+    frame(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 1,
+            "delta": {"type": "input_json_delta", "partial_json": '{"a": 1}'},
+        },
+    ),
+    frame("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}}),
+    frame("message_stop", {"type": "message_stop"}),
+]
+
+
+def test_chunk_text_of_anthropic_events_as_dicts_and_raw_frames() -> None:
+    delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}}
+    assert chunk_text(delta) == "hi"
+    assert chunk_text(b"".join(ANTHROPIC_STREAM)) == "hé" + 'f: {"a": 1}'
+    assert chunk_text(ANTHROPIC_STREAM[2].decode()) == "hé"
+    assert chunk_text(b'event: ping\ndata: {"type": "ping"}\n\n') == ""
+    assert chunk_text(b"data: [DONE]\n\n") == ""
+    assert chunk_text(b"data: {not json\n\n") == ""
+
+
+def test_finishes_marks_the_chunk_with_the_stop_reason() -> None:
+    assert [finishes(chunk) for chunk in ANTHROPIC_STREAM] == [False] * 5 + [True, False]
+    assert finishes(
+        ModelResponseStream(choices=[{"delta": {}, "index": 0, "finish_reason": "stop"}])
+    )
+    assert not finishes(ModelResponseStream(choices=[{"delta": {"content": "x"}, "index": 0}]))
+
+
+async def test_stream_reader_regroups_torn_reads_into_whole_frames() -> None:
+    raw = b"".join(ANTHROPIC_STREAM)
+
+    async def reads(size: int) -> AsyncIterator[bytes]:  # torn anywhere, even inside "é"
+        for start in range(0, len(raw), size):
+            yield raw[start : start + size]
+
+    for size in (1, 7, len(raw)):
+        reader = StreamReader()
+        assert [chunk async for chunk in reader.read(reads(size))] == ANTHROPIC_STREAM
+        assert reader.anthropic
+
+    async def chat() -> AsyncIterator[Any]:
+        yield ModelResponseStream(choices=[{"delta": {"content": "x"}, "index": 0}])
+
+    reader = StreamReader()
+    assert len([chunk async for chunk in reader.read(chat())]) == 1
+    assert not reader.anthropic

@@ -426,6 +426,55 @@ async def test_flag_entries_do_not_hold_streams(tiny_torch_bundle: Path) -> None
     ]
     assert texts_of(received) == UNSAFE_ANSWER
     assert data["metadata"]["harmaug"]["stream-flag"]["completion"]["decision"] == "flag"
+    verdict = received[-1].provider_specific_fields["harmaug"]  # on the finishing chunk
+    assert (verdict["guard"], verdict["part"], verdict["decision"]) == (
+        "stream-flag",
+        "completion",
+        "flag",
+    )
+    assert all(chunk.provider_specific_fields is None for chunk in received[:-1])
+
+
+async def anthropic_reads(text: str, size: int = 5) -> AsyncIterator[bytes]:
+    """An Anthropic Messages stream as LiteLLM hands it over: raw SSE bytes, torn anywhere."""
+    events = [
+        {"type": "message_start", "message": {"content": []}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "message_stop"},
+    ]
+    raw = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+    for start in range(0, len(raw), size):
+        yield raw[start : start + size]
+
+
+async def test_an_anthropic_stream_is_screened_and_blocked_with_an_error_event(
+    guard: HarmAugGuardrail,
+) -> None:
+    received = [
+        chunk
+        async for chunk in guard.async_post_call_streaming_iterator_hook(
+            None, anthropic_reads(UNSAFE_ANSWER), chat(SAFE_PROMPT)
+        )
+    ]
+    assert len(received) == 1
+    assert received[0].startswith(b"event: error\ndata: ")
+    error = json.loads(received[0].split(b"data: ", 1)[1])
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert error["error"]["provider_specific_fields"]["harmaug"]["part"] == "completion"
+
+    passed = b"".join(
+        [
+            chunk
+            async for chunk in guard.async_post_call_streaming_iterator_hook(
+                None, anthropic_reads(SAFE_ANSWER), chat(SAFE_PROMPT)
+            )
+        ]
+    )
+    delta = json.loads(passed.split(b"event: message_delta\ndata: ")[1].split(b"\n\n")[0])
+    assert delta["provider_specific_fields"]["harmaug"]["decision"] == "allow"
+    assert passed.endswith(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
 
 
 # -- champion ----------------------------------------------------------------------------------

@@ -246,6 +246,19 @@ def test_store_down_is_store_unavailable_and_reconnects(dsn: str) -> None:
     assert [r.id for r in read_all(store)[0]] == ["r1", "r3"]
 
 
+def test_a_nul_in_one_record_fails_neither_the_batch_nor_shows_in_errors(dsn: str) -> None:
+    # Postgres text and JSONB cannot hold U+0000; a client's NUL used to fail everyone's batch.
+    store = PostgresTrafficStore(dsn)
+    hostile = record("nul").model_copy(update={"prompt": "a\x00b", "meta": {"k\x00": ["\x00"]}})
+    assert store.append([record(1), hostile]) == 2
+    stored = {r.id: r for r in read_all(store)[0]}
+    assert stored["rnul"].prompt == "a\ufffdb" and stored["rnul"].meta == {"k\ufffd": ["\ufffd"]}
+    with pytest.raises(StoreUnavailable) as caught:  # a data error: the server quotes the data
+        store._run(lambda conn: conn.execute("SELECT %s::jsonb", ['{"p": "secret\\u0000"}']))
+    assert "Unicode" in str(caught.value) and "secret" not in str(caught.value)
+    store.close()
+
+
 def test_open_store_by_url(dsn: str) -> None:
     store = open_store(dsn + "?schema=by_url")
     assert isinstance(store, PostgresTrafficStore) and store.schema == "by_url"

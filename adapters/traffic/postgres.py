@@ -81,6 +81,18 @@ ON CONFLICT (id) DO NOTHING
 """
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with U+0000 replaced by U+FFFD in every string: Postgres text and JSONB cannot
+    hold it, and one client's NUL would fail the whole batch of everyone's records."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(key): without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
+
+
 class PostgresTrafficStore:
     """The traffic-store protocol over Postgres; thread-safe, reconnects after a lost connection."""
 
@@ -110,7 +122,10 @@ class PostgresTrafficStore:
         except psycopg.Error as exc:
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 self._conn = None
-            raise StoreUnavailable(f"Postgres traffic store ({self.schema}): {exc}") from exc
+            # The first line only: the server's CONTEXT lines may quote the stored text.
+            lines = str(exc).strip().splitlines()
+            reason = lines[0] if lines else type(exc).__name__
+            raise StoreUnavailable(f"Postgres traffic store ({self.schema}): {reason}") from exc
 
     def _sql(self, template: str) -> sql.Composed:
         return sql.SQL(template).format(schema=sql.Identifier(self.schema))
@@ -152,7 +167,10 @@ class PostgresTrafficStore:
         params = {
             "ids": [record.id for record in records],
             "times": [record.time for record in records],
-            "bodies": [Jsonb(record.model_dump(mode="json", exclude={"id"})) for record in records],
+            "bodies": [
+                Jsonb(without_nul(record.model_dump(mode="json", exclude={"id"})))
+                for record in records
+            ],
         }
         with self._lock:
             cursor = self._run(lambda conn: conn.execute(self._sql(APPEND), params))

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.traffic import SQLiteTrafficStore
+from benchmarks.faults import log_events, sqlite_parts, traffic_env
 from guard_plugin import shutdown
 from guard_plugin.traffic_journal import FOLDER, report_lost
 from tests.proxy_process import REPO_ROOT, ProxyProcess, free_port, proxy_command
@@ -113,12 +112,8 @@ def start_proxy(home: Path, bundle: Path, log_file: Path) -> ProxyProcess:
         proxy_command(EXAMPLE_CONFIG, port),
         port=port,
         log_file=log_file,
-        env={
-            "HARMAUG_HOME": str(home),
-            "HARMAUG_GUARD": str(bundle),
-            "HARMAUG_TRAFFIC_LOG": "true",
-            "HARMAUG_TRAFFIC_FLUSH_S": "30",  # records stay queued until the stop writes them
-        },
+        # records stay queued (30 s) until the stop writes them
+        env={**traffic_env(home, flush_s=30), "HARMAUG_GUARD": str(bundle)},
     )
     proxy.wait_ready()
     return proxy
@@ -140,16 +135,7 @@ def screened_calls(proxy: ProxyProcess, n: int) -> set[str]:
 
 
 def stored_request_ids(home: Path) -> set[str]:
-    records, _ = SQLiteTrafficStore(home / "traffic.sqlite").read_since(0, 100_000)
-    return {str(record.request_id) for record in records}
-
-
-def events(proxy: ProxyProcess, name: str) -> list[dict[str, Any]]:
-    found = []
-    for line in proxy.logs().splitlines():
-        if f'"{name}"' in line and line.lstrip().startswith("{"):
-            found.append(json.loads(line))
-    return found
+    return {request_id for request_id, _ in sqlite_parts(home / "traffic.sqlite")}
 
 
 def run_and_stop(
@@ -175,7 +161,7 @@ def test_sigterm_writes_every_queued_record_and_sigkill_is_reported_at_the_next_
         home, tiny_onnx_bundle, tmp_path / "first.log", calls=9, sig=signal.SIGTERM
     )
     assert stored_request_ids(home) == answered, first.logs()[-3000:]
-    [flushed] = events(first, "traffic_flushed")
+    [flushed] = log_events(first, "traffic_flushed")
     assert flushed["written"] == flushed["logged"] == 15  # 6 safe calls x 2 parts + 3 prompts
 
     killed, lost = run_and_stop(
@@ -186,6 +172,6 @@ def test_sigterm_writes_every_queued_record_and_sigkill_is_reported_at_the_next_
     after, _ = run_and_stop(
         home, tiny_onnx_bundle, tmp_path / "after.log", calls=0, sig=signal.SIGTERM
     )
-    [report] = events(after, "traffic_records_lost")
+    [report] = log_events(after, "traffic_records_lost")
     assert report["records"] == 5 and report["pid"] == killed.process.pid
     assert list((home / FOLDER).iterdir()) == []  # a graceful stop leaves no journal

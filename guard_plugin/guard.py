@@ -10,7 +10,10 @@ A bundle with a first stage (``guard_plugin.first_stage``) is a cascade: an item
 clears (below its part's clear-safe cut) is decided safe at once, without the student; every other
 item goes to the student, whose verdict is final. ``Verdict.stage`` says which decided. The first
 stage is skipped when the threshold in force is below the bundle's own (its cuts were chosen for
-that threshold) or when ``settings.cascade`` is off; if it fails, the student decides.
+that threshold) or when ``settings.cascade`` is off; if it fails, the student decides. With
+escalation on (``guard_plugin.escalation``, off by default), the student's close calls go on to
+the teacher, whose verdict then is final (``stage="teacher"``; its ``threshold`` is the
+teacher's own); when the teacher is late or fails, the student's verdict stands.
 
 The student's forwards from all concurrent requests go through one :class:`MicroBatcher`; the
 student never runs on the event loop (the first stage's bounded, sub-millisecond work does).
@@ -29,6 +32,7 @@ from typing import Any, Literal
 from guard_plugin.batcher import MicroBatcher
 from guard_plugin.cache import LRUCache, content_key
 from guard_plugin.errors import GuardError, GuardOverloaded, GuardTimeout
+from guard_plugin.escalation import Escalation
 from guard_plugin.locate import resolve_guard_path
 from guard_plugin.logs import get_logger
 from guard_plugin.model import GuardModel, Score
@@ -36,12 +40,13 @@ from guard_plugin.settings import GuardSettings
 
 log = get_logger("guard_plugin.guard")
 
-Stage = Literal["first_stage", "student"]
+Stage = Literal["first_stage", "student", "teacher"]
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """The guard's answer for one (prompt, response) item. ``unsafe`` is ``p_unsafe >= threshold``."""
+    """The guard's answer for one (prompt, response) item. ``unsafe`` is ``p_unsafe >= threshold``
+    (for the teacher's verdicts, its own P(unsafe) and threshold)."""
 
     p_unsafe: float
     unsafe: bool
@@ -70,6 +75,7 @@ class Guard:
             max_queue=self.settings.max_queue,
             workers=self.settings.workers,
         )
+        self._escalation = Escalation.from_settings(self.settings)
 
     @classmethod
     def from_settings(cls, settings: GuardSettings | None = None) -> Guard:
@@ -135,7 +141,8 @@ class Guard:
         timeout_s: float | None = None,
     ) -> list[Verdict]:
         """Verdicts for (prompt, response|None) items, in order: cached student scores, then the
-        first stage's clearances, then the student through the micro-batcher.
+        first stage's clearances, then the student through the micro-batcher, then (escalation
+        on) the teacher for the student's close calls.
 
         Raises :class:`GuardTimeout` after ``timeout_s`` (default ``settings.timeout_s``),
         :class:`GuardOverloaded` when the queue is full, :class:`GuardError` when scoring fails.
@@ -163,21 +170,54 @@ class Guard:
             for key, score in zip(missing, scores, strict=True):
                 self._cache.put(key, score)
                 found[key] = score
+        stages: dict[str, Stage] = {
+            key: "first_stage" if key in cleared else "student" for key in keys
+        }
+        decided = {key: (found[key].p_unsafe, limit) for key in keys}
+        teacher = await self._escalate(model, dict(zip(keys, items, strict=True)), stages, decided)
+        decided.update(teacher)
+        stages.update(dict.fromkeys(teacher, "teacher"))
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return [
             Verdict(
-                p_unsafe=found[key].p_unsafe,
-                unsafe=found[key].p_unsafe >= limit,
-                threshold=limit,
+                p_unsafe=decided[key][0],
+                unsafe=decided[key][0] >= decided[key][1],
+                threshold=decided[key][1],
                 guard_version=model.version,
                 windows=found[key].windows,
                 window_cap_hit=found[key].window_cap_hit,
                 latency_ms=latency_ms,
                 cached=key in cached,
-                stage="first_stage" if key in cleared else "student",
+                stage=stages[key],
             )
             for key in keys
         ]
+
+    async def _escalate(
+        self,
+        model: GuardModel,
+        items: dict[str, tuple[str, str | None]],
+        stages: dict[str, Stage],
+        decided: dict[str, tuple[float, float]],
+    ) -> dict[str, tuple[float, float]]:
+        """(score, threshold) of the teacher for the student's close calls, by key; nothing when
+        escalation is off, and none for the items where the student's verdict stands."""
+        escalation = self._escalation
+        if escalation is None:
+            return {}
+        close = [
+            key
+            for key, stage in stages.items()
+            if stage == "student" and escalation.wanted(*decided[key])
+        ]
+        if not close:
+            return {}
+        scores = await escalation.review([items[key] for key in close], guard_version=model.version)
+        return {
+            key: (score, escalation.threshold)
+            for key, score in zip(close, scores, strict=True)
+            if score is not None
+        }
 
     def _first_stage(
         self, model: GuardModel, items: dict[str, tuple[str, str | None]], threshold: float
@@ -217,6 +257,8 @@ class Guard:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+        if self._escalation is not None:
+            await self._escalation.aclose()
 
 
 __all__ = ["Guard", "GuardError", "GuardOverloaded", "GuardTimeout", "Stage", "Verdict"]

@@ -49,7 +49,8 @@ Each screening leaves its facts in the request metadata (``metadata.harmaug``, a
 ``standard_logging_guardrail_information``) and one structlog event (``guard_screen``); the
 response carries ``x-harmaug-decision``, ``x-harmaug-p-unsafe``, ``x-harmaug-guard-version`` and
 ``x-harmaug-stage`` (which stage of the cascade decided each part: ``prompt=first_stage``,
-``completion=student``; the facts and the log event carry ``stage`` and ``student_items``).
+``completion=student``, or ``teacher`` when escalation decided; the facts and the log event carry
+``stage``, ``student_items`` and ``teacher_items``).
 
 A stream's headers go out before its completion is screened: they cover the prompt only, and
 cannot say whether the completion passed, was flagged or will be refused. The completion's
@@ -362,8 +363,15 @@ class HarmAugGuardrail(CustomGuardrail):
         threshold = self._threshold(data)
         started = time.perf_counter()
         verdicts, reason = await self._verdicts(data, part, items, threshold)
-        # The item that decided: the highest score, else (no scores) the newest item.
-        deciding = max(range(len(verdicts)), key=lambda i: verdicts[i].p_unsafe, default=-1)
+        # The item that decided: the highest score over its threshold (the teacher's verdicts
+        # have their own), else (no scores) the newest item.
+        deciding = max(
+            range(len(verdicts)),
+            key=lambda i: verdicts[i].p_unsafe - verdicts[i].threshold,
+            default=-1,
+        )
+        if verdicts:
+            threshold = verdicts[deciding].threshold
         screening = Screening(
             guardrail=self.name,
             part=part,
@@ -375,7 +383,7 @@ class HarmAugGuardrail(CustomGuardrail):
             ),
             threshold=threshold,
             guard_version=self.guard.version,
-            p_unsafe=max((v.p_unsafe for v in verdicts), default=None),
+            p_unsafe=verdicts[deciding].p_unsafe if verdicts else None,
             windows=sum(v.windows for v in verdicts),
             window_cap_hit=any(v.window_cap_hit for v in verdicts),
             items=len(items),
@@ -384,7 +392,8 @@ class HarmAugGuardrail(CustomGuardrail):
             latency_ms=(time.perf_counter() - started) * 1000.0,
             reason=reason,
             stage=verdicts[deciding].stage if verdicts else None,
-            student_items=sum(v.stage == "student" for v in verdicts),
+            student_items=sum(v.stage != "first_stage" for v in verdicts),
+            teacher_items=sum(v.stage == "teacher" for v in verdicts),
         )
         self._record(data, screening, event, items[deciding] if items else None)
         error = screening.error()

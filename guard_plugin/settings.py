@@ -74,11 +74,49 @@ class GuardSettings(BaseSettings):
         description="Let the bundle's first stage (when it has one) clear easy items before the "
         "student; false: the student scores every item.",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="In the gateway, once the guard has loaded, exclude every object allocated so "
+        "far (LiteLLM's and the guard's) from the garbage collector's full collections "
+        "(gc.freeze). Measured on LiteLLM 1.103: a full collection of the proxy's ~740k "
+        "start-up objects takes ~0.4 s and ran about every 300 requests under load.",
+    )
     cache_size: int = Field(
         default=4096, ge=0, description="LRU cache entries of scores (0 = off)."
     )
     log_text: bool = Field(
         default=False, description="Log raw prompt and completion text (off: never logged)."
+    )
+
+    # -- escalation to the teacher (guard_plugin.escalation) ---------------------------------------
+    escalate_teacher: str | None = Field(
+        default=None,
+        description="Off by default. A teacher SPEC 'openai:MODEL@URL' (a Llama Guard served by "
+        "vLLM): student verdicts within escalate_band of the threshold are sent to it, and its "
+        "verdict replaces the student's.",
+    )
+    escalate_band: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Escalate a student score p when |p - threshold| <= this.",
+    )
+    escalate_budget_ms: float = Field(
+        default=250.0,
+        gt=0,
+        description="Longest a call waits for the teacher; past it the student's verdict stands.",
+    )
+    escalate_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        description="Items at the teacher at once, at most; items over it keep the student's "
+        "verdict (no queueing: a wait would spend the budget).",
+    )
+    escalate_threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="The teacher's P(unsafe) at or above which it judges an item unsafe.",
     )
 
     # -- hot reload (guard_plugin.reload) ----------------------------------------------------------

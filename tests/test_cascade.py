@@ -129,6 +129,21 @@ async def test_a_failing_first_stage_leaves_the_verdict_to_the_student(
         await guard.aclose()
 
 
+def test_the_word_cache_tokenizes_exactly_as_the_tokenizer(tiny_cascade_bundle: Path) -> None:
+    model = GuardModel.load(tiny_cascade_bundle, GuardSettings())
+    assert model.first_stage is not None
+    features = model.first_stage.features
+    assert features.words is not None  # a BERT WordPiece tokenizer: the fast path is on
+    rng = np.random.default_rng(0)
+    alphabet = list("abcxyz019 ,.!?'-_[]()\t\n\r\x00\x01\x0b\x0c\x7f") + ["é", "中", "ü"]
+    texts = [*SAFE, *UNSAFE, "HOW do I Bake?!", "a" * 150 + " b", "x [SEP] y [UNK] z", ""]
+    texts += ["".join(rng.choice(alphabet, size=int(rng.integers(0, 60)))) for _ in range(3000)]
+    texts.append("bread " * 700)  # cut at the tokenizer's limit, as it truncates
+    expected = features.static.tokenize(texts)
+    assert [features.token_ids([text])[0] for text in texts] == expected
+    assert features.token_ids(texts) == expected
+
+
 @pytest.mark.parametrize("name", ["head.safetensors", "model.safetensors", "tokenizer.json"])
 def test_a_tampered_first_stage_file_is_refused(
     tiny_cascade_bundle: Path, tmp_path: Path, name: str

@@ -133,12 +133,18 @@ class OpenAICompatTeacher:
             )
         return p_unsafe_from_logits(safe, unsafe, self.temperature)
 
-    async def ascore(self, pairs: Sequence[Pair]) -> list[float]:
-        async with OpenAICompatClient(self.base_url, self.settings) as client:
-            requests = [self.request(pair) for pair in pairs]
-            return await gather_or_cancel(
-                client.post(path, body, self.parse) for path, body in requests
-            )
+    async def ascore(
+        self, pairs: Sequence[Pair], *, client: OpenAICompatClient | None = None
+    ) -> list[float]:
+        """``score`` for asyncio code; ``client``: a long-lived client of this teacher's server
+        (the gateway's escalation keeps one), else one is opened for this call."""
+        if client is None:
+            async with OpenAICompatClient(self.base_url, self.settings) as own:
+                return await self.ascore(pairs, client=own)
+        requests = [self.request(pair) for pair in pairs]
+        return await gather_or_cancel(
+            client.post(path, body, self.parse) for path, body in requests
+        )
 
     def score(self, pairs: Sequence[Pair]) -> list[float]:
         return run_sync(lambda: self.ascore(pairs))

@@ -1,10 +1,13 @@
 """Gateway overhead of the guard: the LiteLLM proxy with the guard (pre_call + post_call) vs without.
 
-Four proxies serve the same mock upstream model (``mock_response``, no network) on 127.0.0.1: no
-guard, the guard as a cascade (the bundle's first stage, then the student), the same guard with
-the student on every item (``HARMAUG_CASCADE=false``), and a guardrail that screens nothing
+Five proxies serve the same mock upstream model (``mock_response``, no network) on 127.0.0.1: no
+guard; no guard but the start-up heap frozen as the guard freezes it (``HARMAUG_GC_FREEZE``: on
+LiteLLM 1.103 a full garbage collection of the proxy's start-up heap costs ~0.3 s, so the guard's
+gain from freezing it is no saving of the guard's own and is shown apart); the guard as a cascade
+(the bundle's first stage, then the student); the same guard with the student on every item
+(``HARMAUG_CASCADE=false``); and a guardrail that screens nothing
 (``benchmarks/noop_guardrail.py``: what LiteLLM spends on any pre_call + post_call guardrail, the
-floor under every guard's overhead). They run side by side in one
+floor under every guard's overhead; heap frozen too). They run side by side in one
 invocation and get the same load in ``--rounds`` interleaved rounds (the order flips every
 round, so drift in a shared machine's load hits all alike):
 
@@ -24,7 +27,9 @@ the first stage decided and how many reached the student. Prints one JSON object
     python benchmarks/gateway_overhead.py [--guard champion|VERSION|PATH] [--requests 2000]
 
 Targets (issue): the cascade's throughput >= 85% of the proxy without the guard; p50 added
-latency <= 5 ms.
+latency <= 5 ms. Both are reported against the plain proxy (``cascade_vs_without``: what a gateway
+sees when it enables the guard) and against the proxy with the same frozen heap
+(``cascade_vs_without_gc_frozen``: the guard's own cost).
 """
 
 from __future__ import annotations
@@ -103,11 +108,13 @@ def requests(
 
 
 NOOP = "noop"
+FROZEN = "heap-frozen"  # no guardrail; a callback freezes the start-up heap
 
 
 def write_config(path: Path, *, guard: str | None, threshold: float | None) -> Path:
-    """The proxy's config; ``guard``: None, ``NOOP`` (the guardrail that screens nothing, copied
-    beside the config, where LiteLLM resolves it), or the harmaug guard."""
+    """The proxy's config; ``guard``: None, ``FROZEN`` (no guardrail, start-up heap frozen),
+    ``NOOP`` (the guardrail that screens nothing, copied beside the config, where LiteLLM
+    resolves it), or the harmaug guard."""
     config: dict[str, Any] = {
         "model_list": [
             {
@@ -121,6 +128,9 @@ def write_config(path: Path, *, guard: str | None, threshold: float | None) -> P
         ],
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }
+    if guard == FROZEN:
+        config["litellm_settings"] = {"callbacks": "benchmarks.noop_guardrail.heap_frozen"}
+        guard = None
     if guard == NOOP:
         shutil.copy(Path(__file__).with_name("noop_guardrail.py"), path.parent)
         params: dict[str, Any] = {"guardrail": "noop_guardrail.NoopGuardrail"}
@@ -337,6 +347,7 @@ def main() -> int:
     guarded = {"HARMAUG_GUARD": str(guard_path), "HARMAUG_CACHE_SIZE": "0"}
     variants: dict[str, tuple[str | None, dict[str, str]]] = {
         "without_guard": (None, {}),
+        "without_guard_gc_frozen": (FROZEN, {}),
         "noop_guardrail": (NOOP, {}),
         "cascade": ("harmaug", guarded),
         "student_only": ("harmaug", {**guarded, "HARMAUG_CASCADE": "false"}),
@@ -353,24 +364,28 @@ def main() -> int:
             for proxy in proxies.values():
                 proxy.stop()
     without = results["without_guard"]["loaded"]
-    for name in ("noop_guardrail", "cascade", "student_only"):
+    for name in ("without_guard_gc_frozen", "noop_guardrail", "cascade", "student_only"):
         results[f"{name}_vs_without"] = compare(results, name)
-    cascade = results["cascade_vs_without"]
+    for name in ("noop_guardrail", "cascade", "student_only"):
+        results[f"{name}_vs_without_gc_frozen"] = compare(results, name, "without_guard_gc_frozen")
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results["targets"] = {
-        "throughput_ratio_min": 0.85,
-        "added_p50_ms_max": 5.0,
-        "throughput_met": cascade["throughput_ratio"] >= 0.85,
-        "added_p50_met_unloaded": cascade["added_p50_ms_unloaded"] <= 5.0,
-    }
+    results["targets"] = {"throughput_ratio_min": 0.85, "added_p50_ms_max": 5.0}
+    for baseline in ("without", "without_gc_frozen"):
+        cascade = results[f"cascade_vs_{baseline}"]
+        results["targets"][f"vs_{baseline}"] = {
+            "throughput_met": cascade["throughput_ratio"] >= 0.85,
+            "added_p50_met_unloaded": cascade["added_p50_ms_unloaded"] <= 5.0,
+        }
     results["without_guard_proxy_cpu_ms_per_request"] = without["proxy_cpu_ms_per_request"]
     print(json.dumps(results, indent=2))
     return 0
 
 
-def compare(results: dict[str, Any], name: str) -> dict[str, float]:
-    """One guarded proxy against the proxy without the guard, measured in the same run."""
-    without, guarded = results["without_guard"], results[name]
+def compare(
+    results: dict[str, Any], name: str, baseline: str = "without_guard"
+) -> dict[str, float]:
+    """One guarded proxy against a proxy without the guard, measured in the same run."""
+    without, guarded = results[baseline], results[name]
     # Every request costs CPU in the proxy (and in this client); when the cores are the
     # bottleneck, throughput can be at most the inverse ratio of the CPU per request.
     cost = {

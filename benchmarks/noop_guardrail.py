@@ -2,7 +2,12 @@
 
 ``benchmarks/gateway_overhead.py`` runs a proxy with it beside the real guard: what LiteLLM
 itself spends on a request once a pre_call + post_call guardrail is registered (its guardrail
-dispatch, logging payload, header hook), which no guard, however cheap, can save.
+dispatch, logging payload, header hook), which no guard, however cheap, can save. Like the guard
+(``HARMAUG_GC_FREEZE``, on by default), it freezes the proxy's start-up heap when it is built, so
+that the two differ only by the guard's own work.
+
+``heap_frozen`` is a LiteLLM callback that only freezes the start-up heap: the proxy without any
+guardrail, with the same garbage-collector setting (``litellm_settings.callbacks``).
 """
 
 from __future__ import annotations
@@ -11,9 +16,27 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from litellm.integrations.custom_guardrail import CustomGuardrail
+from litellm.integrations.custom_logger import CustomLogger
+
+from guard_plugin.hook_config import freeze_startup_heap
+
+
+class HeapFrozen(CustomLogger):
+    """A callback that logs nothing; building it freezes the start-up heap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        freeze_startup_heap()
+
+
+heap_frozen = HeapFrozen()
 
 
 class NoopGuardrail(CustomGuardrail):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        freeze_startup_heap()
+
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> None:

@@ -9,6 +9,12 @@ identity, fiction). They are no public benchmark and too few for fine figures; t
 category a guard misses, and which safe subjects it flags. Prints one JSON object: the threshold,
 per category AUPRC, recall and false-positive rate at the guard's threshold, and the pooled
 AUPRC; ``--show`` adds every message with its score (the texts are the repository's own).
+
+A guard with Llama Guard 3 categories (``categories`` in ``guard.json``) is also measured on its
+category probability: under ``lg3_categories``, for each probe category the AUPRC of the matching
+code's probability (hate and harassment S10, self-harm S11, sexual S12, violence S1), its unsafe
+messages against every safe message and the unsafe messages of categories with another code,
+and its recall and false-positive rate at that category's threshold.
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ from guard_plugin.model import GuardModel
 from guard_plugin.settings import GuardSettings
 
 PROBES = Path(__file__).parent / "data" / "category_probes.jsonl"
+# Probe category -> the Llama Guard 3 category it belongs to.
+LG3_CODES = {
+    "hate": "S10",
+    "harassment": "S10",
+    "self_harm": "S11",
+    "sexual": "S12",
+    "violence": "S1",
+}
 
 
 def main() -> int:
@@ -39,7 +53,8 @@ def main() -> int:
     probes = [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines()]
     guard_settings = GuardSettings(guard=args.guard)
     model = GuardModel.load(resolve_guard_path(guard_settings), guard_settings)
-    scores = [v.p_unsafe for v in model.score([(p["text"], None) for p in probes])]
+    verdicts = model.score([(p["text"], None) for p in probes])
+    scores = [v.p_unsafe for v in verdicts]
 
     def metrics(rows: list[int]) -> dict[str, float]:
         found = summary_metrics(
@@ -58,6 +73,13 @@ def main() -> int:
         },
         "all": metrics(list(range(len(probes)))),
     }
+    heads = {head.code: head.threshold for head in model.manifest.categories or ()}
+    if heads:
+        report["lg3_categories"] = {
+            name: category_head_metrics(probes, verdicts, name, heads)
+            for name in categories
+            if LG3_CODES.get(name) in heads
+        }
     if args.show:
         report["scores"] = [
             {**p, "p_unsafe": round(s, 3)}
@@ -65,6 +87,27 @@ def main() -> int:
         ]
     print(json.dumps(report, indent=2))
     return 0
+
+
+def category_head_metrics(
+    probes: list[dict], verdicts: list, name: str, heads: dict[str, float]
+) -> dict[str, object]:
+    """The probe category's unsafe messages (positives) against every safe message and the
+    unsafe messages of categories with another code, scored by its code's probability."""
+    code = LG3_CODES[name]
+    rows = [
+        i
+        for i, p in enumerate(probes)
+        if p["label"] == 0 or p["category"] == name or LG3_CODES.get(p["category"]) != code
+    ]
+    labels = [int(probes[i]["label"] == 1 and probes[i]["category"] == name) for i in rows]
+    probabilities = [verdicts[i].categories[code] for i in rows]
+    found = summary_metrics(labels, probabilities, heads[code])
+    return {
+        "code": code,
+        "threshold": round(heads[code], 4),
+        **{k: round(float(found[k]), 3) for k in ("auprc", "recall", "fpr")},
+    }
 
 
 if __name__ == "__main__":

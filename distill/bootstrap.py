@@ -107,6 +107,9 @@ EDGY_SOURCE_WEIGHTS = {
 # 128-token windows, 11.3 s with 256. So 128-token windows (also what the gateway then scores
 # per forward pass), 120 + 60 steps, and a learning rate raised for the short schedule (1e-4:
 # validation-mix AUPRC 0.887 against 0.821 with 5e-5, same data and steps).
+# Multi-label: the student also learns the 14 Llama Guard 3 categories (``categories``; the
+# codes come from the seed sources' metadata and the written content set, ``distill.categories``),
+# which costs nothing measurable per step (14 more outputs of the head).
 BOOTSTRAP_RECIPE = TrainRecipe(
     lr=1e-4,
     epochs=1,
@@ -116,6 +119,7 @@ BOOTSTRAP_RECIPE = TrainRecipe(
     window_stride=32,
     max_windows=2,
     source_weights=EDGY_SOURCE_WEIGHTS,
+    categories=True,
 )
 # The student continues from the first-stage (teacher's harm judge) weights with the HarmAug data
 # added: a fraction of the steps, so that the whole build fits its time budget on 2 cores.
@@ -138,8 +142,9 @@ SERVE_MAX_WINDOWS = 8
 CALIBRATION_EXAMPLES = 300
 EVAL_EXAMPLES = 1200
 TEACHER_CALIBRATION_EXAMPLES = 600
-# The training mix of distill.mix; part of the run directory's key.
-DATA_VERSION = "mix-v10"
+# The training mix of distill.mix; part of the run directory's key. v11: the written content set
+# (content_v1) among the seeds, Llama Guard 3 codes on the records.
+DATA_VERSION = "mix-v11"
 # HarmAug records shipped with the package: SmolLM2-135M-Instruct instructions and answers
 # (``harmaug distill augment``, see examples/harmaug_offline.md), unlabelled.
 SYNTHETIC_FILE = Path(__file__).parent / "data" / "harmaug-smollm2-v1.jsonl.gz"
@@ -451,13 +456,28 @@ def seal_bundle(
     With ``first_stage`` the bundle becomes a cascade (``distill.cascade``): a first stage
     distilled from the student on the ``calibration`` records, its cuts chosen on
     ``first_stage_validation`` (default ``validation``); it is kept only if the cascade loses at
-    most ``MAX_RECALL_LOSS`` of the student's recall on ``test``."""
+    most ``MAX_RECALL_LOSS`` of the student's recall on ``test``.
 
-    from distill.evaluation import calibrate, evaluate_bundle
+    A multi-label student (category columns, ``distill.categories.head_categories``) gets
+    ``categories`` in ``guard.json``, each with its threshold chosen on ``validation``
+    (``distill.evaluation.calibrate_category_thresholds``: max F1 per category over the records
+    whose categories are known, within a floor and a ceiling, 0.5 with too few positives); the
+    per-category AUPRC on ``test`` is in the metrics and the report."""
+
+    from distill.categories import head_categories, manifest_categories
+    from distill.evaluation import (
+        calibrate,
+        calibrate_categories,
+        category_metrics,
+        evaluate_bundle,
+    )
     from distill.export import write_bundle
     from guard_plugin.bundle import GuardBundle, write_manifest
     from guard_plugin.model import GuardModel
     from guard_plugin.settings import GuardSettings
+
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    has_categories = head_categories(config) is not None
 
     write_bundle(
         model_dir,
@@ -473,6 +493,7 @@ def seal_bundle(
         training_data=training_data,
         metrics={},
         int8=int8,
+        categories=manifest_categories() if has_categories else None,
     )
     chosen = calibrate(
         GuardModel.load(out, GuardSettings()),
@@ -483,6 +504,15 @@ def seal_bundle(
     manifest = GuardBundle.load(out).manifest
     write_manifest(out, manifest.model_copy(update=chosen.manifest_fields()))
     measured = evaluate_bundle(out, validation, progress=progress)  # as served
+    if has_categories:
+        thresholds = calibrate_categories(measured)
+        manifest = GuardBundle.load(out).manifest
+        write_manifest(
+            out, manifest.model_copy(update={"categories": manifest_categories(thresholds)})
+        )
+        measured.categories = category_metrics(
+            measured.category_codes, measured.category_scores, measured.category_targets, thresholds
+        )
     flagged = measured.scores >= chosen.threshold
     reached: dict[str, float | None] = {}
     for cap in caps:

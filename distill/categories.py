@@ -64,10 +64,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.teachers.llama_guard_prompt import LLAMA_GUARD_3_CATEGORIES, parse_assessment
 from distill.records import Example, example
+
+if TYPE_CHECKING:
+    from guard_plugin.bundle import CategoryHead
 
 CATEGORY_CODES: tuple[str, ...] = tuple(code for code, _ in LLAMA_GUARD_3_CATEGORIES)
 CATEGORY_NAMES: dict[str, str] = {code: name.rstrip(".") for code, name in LLAMA_GUARD_3_CATEGORIES}
@@ -526,6 +529,79 @@ def record_categories(record: Example) -> Codes:
     if record.label != 1:
         return ()
     return meta_categories(record.source, record.meta)
+
+
+def category_targets(record: Example, label: int | None = None) -> Codes | None:
+    """What a multi-label loss or metric reads for a record whose hard label is ``label``
+    (default the record's): () for a safe record (every category negative), the codes of an
+    unsafe one, None when they are unknown (no usable metadata, or a value in no table): such a
+    record is masked, never counted as all-negative."""
+    label = record.label if label is None else label
+    if label != 1:
+        return () if label == 0 else None
+    try:
+        codes = meta_categories(record.source, record.meta)
+    except UnmappedCategoryError:
+        return None
+    return codes or None
+
+
+def with_categories(record: Example, *, strict: bool = True) -> Example:
+    """``record`` with ``meta["categories"]`` written from its source's metadata (seed loading:
+    the codes then travel with the record into pairs and jailbreak wrappers); unchanged when it
+    is not unsafe or its categories are unknown. An unmapped value raises, unless not
+    ``strict`` (then the record's categories stay unknown)."""
+    try:
+        codes = record_categories(record)
+    except UnmappedCategoryError:
+        if strict:
+            raise
+        return record
+    if not codes or record.meta.get("categories") == list(codes):
+        return record
+    return record.model_copy(update={"meta": {**record.meta, "categories": list(codes)}})
+
+
+# --- the student's head -------------------------------------------------------------------------
+
+# A multi-label student's logits: columns 0/1 safe/unsafe (softmax: P(unsafe)), then column
+# HEAD_OFFSET + i is CATEGORY_CODES[i]'s logit (sigmoid: its probability); guard.json lists the
+# same codes, in this order, under ``categories``.
+HEAD_OFFSET = 2
+
+
+def head_id2label() -> dict[int, str]:
+    """``id2label`` of a multi-label student: safe, unsafe, then the codes."""
+    return {
+        0: "safe",
+        1: "unsafe",
+        **{HEAD_OFFSET + i: code for i, code in enumerate(CATEGORY_CODES)},
+    }
+
+
+def head_categories(config: Mapping[str, Any]) -> Codes | None:
+    """The category codes of a classifier's columns 2.. (from its config's ``id2label``), or
+    None when it has no category columns (a 2-label guard, a bare encoder, another head)."""
+    id2label = config.get("id2label") or {}
+    count = int(config.get("num_labels") or len(id2label))
+    if count != HEAD_OFFSET + len(CATEGORY_CODES):
+        return None
+    names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(HEAD_OFFSET, count)]
+    return CATEGORY_CODES if tuple(names) == CATEGORY_CODES else None
+
+
+def manifest_categories(thresholds: Mapping[str, float] | None = None) -> list[CategoryHead]:
+    """``guard.json``'s ``categories`` of a multi-label student: code, name and threshold of each
+    category column, in column order (threshold 0.5 where none is given)."""
+    from guard_plugin.bundle import CategoryHead
+
+    thresholds = thresholds or {}
+    return [
+        CategoryHead(
+            code=code, name=CATEGORY_NAMES[code], threshold=float(thresholds.get(code, 0.5))
+        )
+        for code in CATEGORY_CODES
+    ]
 
 
 def assessment_categories(text: str) -> Codes:

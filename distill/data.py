@@ -5,6 +5,11 @@ Every example is tokenized exactly as the runtime scores it: ``guard_plugin.wind
 text). The runtime's P(unsafe) is the maximum over windows, so the trainer trains that maximum
 (multiple-instance learning): of an example's windows, the one the model finds most unsafe
 carries the example's loss. A short example has one window and this is plain fine-tuning.
+With category columns (``TrainRecipe.categories``), each category's logit is likewise the
+maximum over the example's windows (the trainer's ``example_category_logits``), and each example
+carries its category targets: all negative for a safe record, its codes for an unsafe one, none
+(masked out of the category loss) for an unsafe record whose categories are unknown
+(``distill.categories.category_targets``).
 
 Batches are a pure function of (seed, epoch): class-balanced sampling with replacement (each
 record weighted by its source's weight in the recipe), then length bucketing (pools of
@@ -40,6 +45,8 @@ class TrainExample:
     label: int
     teacher: float | None
     weight: float = 1.0  # sampling weight (the recipe's weight of the record's source)
+    # category targets (0/1 per CATEGORY_CODES); None: unknown (masked) or no category columns
+    categories: tuple[float, ...] | None = None
 
     @property
     def tokens(self) -> int:
@@ -62,10 +69,21 @@ def hard_label(record: Example) -> int | None:
     return None
 
 
+def category_vector(record: Example, label: int) -> tuple[float, ...] | None:
+    """The record's category targets in ``CATEGORY_CODES`` order, None when unknown."""
+    from distill.categories import CATEGORY_CODES, category_targets
+
+    codes = category_targets(record, label)
+    if codes is None:
+        return None
+    return tuple(float(code in codes) for code in CATEGORY_CODES)
+
+
 def build_training_set(
-    records: Sequence[Example], tokenizer: Any, recipe: TrainRecipe
+    records: Sequence[Example], tokenizer: Any, recipe: TrainRecipe, *, categories: bool = False
 ) -> TrainingSet:
-    """Tokenize the usable records (a label or a teacher score) into the runtime's windows."""
+    """Tokenize the usable records (a label or a teacher score) into the runtime's windows;
+    with ``categories``, each gets its category targets too."""
     labelled = [(record, hard_label(record)) for record in records]
     usable = [(record, label) for record, label in labelled if label is not None]
     if not usable:
@@ -83,12 +101,15 @@ def build_training_set(
             label,
             record.p_unsafe,
             recipe.source_weights.get(record.source, 1.0),
+            category_vector(record, label) if categories else None,
         )
         for (record, label), item in zip(usable, items, strict=True)
     ]
     digest = hashlib.sha256()
-    for record, _ in usable:
-        row = [record.prompt, record.response, record.label, record.p_unsafe]
+    for (record, _), built in zip(usable, examples, strict=True):
+        row: list[Any] = [record.prompt, record.response, record.label, record.p_unsafe]
+        if categories:
+            row.append(built.categories)
         digest.update(json.dumps(row).encode("utf-8", "surrogatepass") + b"\n")
     summary = {
         "examples": len(examples),
@@ -100,7 +121,25 @@ def build_training_set(
         "sources": dict(sorted(Counter(record.source for record, _ in usable).items())),
         "fingerprint": digest.hexdigest(),
     }
+    if categories:
+        summary["categories"] = category_summary(examples)
     return TrainingSet(examples, len(records) - len(usable), summary)
+
+
+def category_summary(examples: Sequence[TrainExample]) -> dict[str, Any]:
+    """How many examples the category loss sees: known (safe + unsafe with codes), masked
+    (unsafe, unknown), and the positives of each code."""
+    from distill.categories import CATEGORY_CODES
+
+    known = [example.categories for example in examples if example.categories is not None]
+    return {
+        "known": len(known),
+        "known_unsafe": sum(any(vector) for vector in known),
+        "masked": len(examples) - len(known),
+        "positives": {
+            code: int(sum(vector[i] for vector in known)) for i, code in enumerate(CATEGORY_CODES)
+        },
+    }
 
 
 def epoch_batches(
@@ -158,11 +197,17 @@ class Batch:
     teacher: torch.Tensor  # (examples,) P(unsafe), 0 where unknown
     has_teacher: torch.Tensor  # (examples,) bool
     weights: torch.Tensor  # (examples,) 1, or 0 for padding examples
+    # (examples, categories) 0/1 targets, 0 where unknown; None without category columns
+    category_targets: torch.Tensor | None = None
+    category_known: torch.Tensor | None = None  # (examples,) bool: the targets count
 
     def to(self, device: torch.device) -> Batch:
         self.inputs = {key: value.to(device) for key, value in self.inputs.items()}
         for name in ("labels", "teacher", "has_teacher", "weights"):
             setattr(self, name, getattr(self, name).to(device))
+        if self.category_targets is not None and self.category_known is not None:
+            self.category_targets = self.category_targets.to(device)
+            self.category_known = self.category_known.to(device)
         return self
 
 
@@ -172,8 +217,10 @@ def collate(
     *,
     pad_token_id: int,
     input_names: Sequence[str],
+    categories: int = 0,
 ) -> Batch:
-    """Pad every window of ``examples`` to the longest one (dynamic padding).
+    """Pad every window of ``examples`` to the longest one (dynamic padding); with
+    ``categories`` (the number of category columns), their targets and mask too.
 
     ``input_names`` is the tokenizer's ``model_input_names``: models without token types (e.g.
     DistilBERT) get no ``token_type_ids``.
@@ -195,7 +242,7 @@ def collate(
         spans.append((start, start + len(example.windows)))
         start += len(example.windows)
     teacher = [example.teacher for example in examples]
-    return Batch(
+    batch = Batch(
         inputs=inputs,
         spans=spans,
         labels=torch.tensor([example.label for example in examples]),
@@ -203,3 +250,12 @@ def collate(
         has_teacher=torch.tensor([t is not None for t in teacher]),
         weights=torch.tensor(list(weights)),
     )
+    if categories:
+        unknown = (0.0,) * categories
+        batch.category_targets = torch.tensor(
+            [list(example.categories or unknown) for example in examples], dtype=torch.float32
+        )
+        batch.category_known = torch.tensor(
+            [example.categories is not None for example in examples]
+        )
+    return batch

@@ -6,6 +6,13 @@ A text counts as unsafe when ``p_unsafe >= threshold``, as in the runtime's verd
 
 ``evaluate_bundle`` scores records with :class:`guard_plugin.model.GuardModel`, i.e. the exact
 bundle (backend, ONNX variant, windows) that the gateway serves.
+
+Categories (a bundle with ``categories`` in ``guard.json``): each Llama Guard 3 category is
+measured on the records whose categories are known (``distill.categories.category_targets``:
+safe records count as negatives of every category, unsafe ones with codes as positives of theirs
+and negatives of the others, unsafe ones without codes are left out): AUPRC of the category's
+probability, and precision / recall / F1 at its threshold. ``calibrate_categories`` picks those
+thresholds on validation (see there).
 """
 
 from __future__ import annotations
@@ -45,7 +52,16 @@ SUMMARY_FIELDS = (
     "skipped_unlabelled",
     "per_source",
     "cascade",
+    "categories",
 )
+# Per-category thresholds (``calibrate_categories``): the F1-maximising one on validation, kept
+# within [floor, ceiling] (a handful of validation items must not set a category to fire on
+# nearly everything or nearly nothing); a category with fewer than CATEGORY_MIN_POSITIVES known
+# positives (or no negatives) on validation gets the fallback.
+CATEGORY_MIN_POSITIVES = 5
+CATEGORY_THRESHOLD_FLOOR = 0.1
+CATEGORY_THRESHOLD_CEILING = 0.9
+CATEGORY_FALLBACK_THRESHOLD = 0.5
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -231,9 +247,14 @@ class EvalResult:
     window_cap_hits: int = 0
     skipped_unlabelled: int = 0
     cascade: dict[str, Any] | None = None  # the first stage + student, beside the student
+    categories: dict[str, Any] | None = None  # per-category metrics (category-aware guards)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
+    # (items, K) category probabilities in ``category_codes`` order, and each item's targets
+    category_codes: tuple[str, ...] = field(default=(), repr=False)
+    category_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    category_targets: list[tuple[str, ...] | None] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-item arrays)."""
@@ -255,6 +276,74 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+# -- categories --------------------------------------------------------------------------------
+def _category_rows(
+    targets: Sequence[tuple[str, ...] | None], code: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the items whose categories are known, 1 where ``code`` is among them)."""
+    known = np.array([i for i, t in enumerate(targets) if t is not None], dtype=np.int64)
+    y = np.array([int(code in (targets[i] or ())) for i in known], dtype=np.int64)
+    return known, y
+
+
+def category_metrics(
+    codes: Sequence[str],
+    scores: np.ndarray,
+    targets: Sequence[tuple[str, ...] | None],
+    thresholds: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Per-category AUPRC (and precision, recall, F1 at ``thresholds``) of category
+    probabilities ``scores`` (items x codes), on the items whose ``targets`` are known."""
+    per_category: dict[str, dict[str, Any]] = {}
+    for k, code in enumerate(codes):
+        known, y = _category_rows(targets, code)
+        s = scores[known, k] if known.size else np.zeros(0)
+        row: dict[str, Any] = {"positives": int(y.sum())}
+        row["auprc"] = average_precision(y, s) if y.sum() else None
+        if thresholds is not None and code in thresholds:
+            at = threshold_metrics(y, s, thresholds[code]) if y.size else {}
+            row["threshold"] = thresholds[code]
+            for name in ("precision", "recall", "f1", "fpr"):
+                row[name] = at.get(name)
+        per_category[code] = row
+    found = [row["auprc"] for row in per_category.values() if row["auprc"] is not None]
+    unsafe_known = sum(1 for t in targets if t)
+    return {
+        "n": sum(t is not None for t in targets),
+        "unsafe_known": unsafe_known,
+        "unsafe_unknown": sum(t is None for t in targets),
+        "macro_auprc": float(np.mean(found)) if found else None,
+        "per_category": per_category,
+    }
+
+
+def calibrate_category_thresholds(
+    codes: Sequence[str], scores: np.ndarray, targets: Sequence[tuple[str, ...] | None]
+) -> dict[str, float]:
+    """Each category's threshold on validation: max F1 over its known items, clipped to
+    [``CATEGORY_THRESHOLD_FLOOR``, ``CATEGORY_THRESHOLD_CEILING``]; the fallback
+    ``CATEGORY_FALLBACK_THRESHOLD`` with fewer than ``CATEGORY_MIN_POSITIVES`` positives."""
+    chosen: dict[str, float] = {}
+    for k, code in enumerate(codes):
+        known, y = _category_rows(targets, code)
+        if y.sum() < CATEGORY_MIN_POSITIVES or y.sum() == y.size:
+            chosen[code] = CATEGORY_FALLBACK_THRESHOLD
+            continue
+        best = calibrate_threshold(y, scores[known, k])
+        chosen[code] = float(min(max(best, CATEGORY_THRESHOLD_FLOOR), CATEGORY_THRESHOLD_CEILING))
+    return chosen
+
+
+def calibrate_categories(result: EvalResult) -> dict[str, float]:
+    """Category thresholds from an evaluation on validation (``evaluate_bundle``, as served);
+    {} when the guard has no categories."""
+    if not result.category_codes:
+        return {}
+    return calibrate_category_thresholds(
+        result.category_codes, result.category_scores, result.category_targets
+    )
 
 
 def evaluate_scores(
@@ -432,12 +521,15 @@ def evaluate_bundle(
     model = GuardModel.load(Path(bundle_path), GuardSettings(threads=threads))
     labelled = [record for record in records if record.label is not None]
     scores: list[float] = []
+    codes = tuple(head.code for head in model.manifest.categories or ())
+    category_rows: list[list[float]] = []
     cap_hits = 0
     with tqdm(total=len(labelled), desc="evaluate", unit="ex", disable=not progress) as bar:
         for start in range(0, len(labelled), batch_size):
             chunk = labelled[start : start + batch_size]
             for score in model.score([(record.prompt, record.response) for record in chunk]):
                 scores.append(score.p_unsafe)
+                category_rows.append([score.categories[code] for code in codes])
                 cap_hits += int(score.window_cap_hit)
             bar.update(len(chunk))
     result = evaluate_scores(
@@ -450,6 +542,16 @@ def evaluate_bundle(
         window_cap_hits=cap_hits,
         skipped_unlabelled=len(records) - len(labelled),
     )
+    if codes:
+        from distill.categories import category_targets
+
+        result.category_codes = codes
+        result.category_scores = np.array(category_rows, dtype=np.float64).reshape(-1, len(codes))
+        result.category_targets = [category_targets(record) for record in labelled]
+        thresholds = {head.code: head.threshold for head in model.manifest.categories or ()}
+        result.categories = category_metrics(
+            codes, result.category_scores, result.category_targets, thresholds
+        )
     if model.first_stage is not None and labelled:
         from distill.cascade import cascade_metrics, routed
 
@@ -559,7 +661,30 @@ def markdown_report(result: EvalResult) -> str:
             f"{found['missed_of_caught']} of {found['caught']}",
             "",
         ]
+    if result.categories is not None:
+        lines += category_report(result.categories)
     return "\n".join(lines)
+
+
+def category_report(found: dict[str, Any]) -> list[str]:
+    """The report's "Categories" section (``EvalResult.categories``)."""
+    from distill.categories import CATEGORY_NAMES
+
+    columns = ("positives", "auprc", "threshold", "precision", "recall", "f1")
+    lines = [
+        "## Categories (Llama Guard 3)",
+        "",
+        f"- items with known categories: {found['n']} (unsafe with codes: "
+        f"{found['unsafe_known']}; unsafe without, left out: {found['unsafe_unknown']}); "
+        f"macro AUPRC over the categories with positives: {_fmt(found['macro_auprc'])}",
+        "",
+        "| category | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for code, row in found["per_category"].items():
+        name = CATEGORY_NAMES.get(code, code)
+        lines.append(f"| {code} {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return [*lines, "", "– : undefined (no positives of the category on this set).", ""]
 
 
 # -- CLI ---------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ place, so a crash leaves no half-written bundle: tokenizer files, ``config.json`
 :mod:`distill.quantize`) when int8 passes a parity check against the PyTorch model on validation
 pairs, scored through :class:`guard_plugin.model.GuardModel` so windows are those of serving.
 When int8 fails the check, the bundle serves fp32 and says so (log event + ``metrics["export"]``).
+
+A category-aware student (``categories``: its :class:`~guard_plugin.bundle.CategoryHead` list,
+written to ``guard.json``) has ``2 + K`` logits; the graph keeps them all (output ``logits``,
+shape (batch, 2 + K)), the fp32 check compares every logit, and the int8 check holds each
+category's probability to the same tolerances as P(unsafe) (max and mean |diff| over every
+(item, category)), with category flips at each head's threshold counted against the same flip
+rate over ``n x K``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ from typing import Any
 import numpy as np
 import structlog
 
-from guard_plugin.bundle import ONNX_FILES, GuardBundle, GuardManifest, write_manifest
+from guard_plugin.bundle import (
+    ONNX_FILES,
+    CategoryHead,
+    GuardBundle,
+    GuardManifest,
+    write_manifest,
+)
 
 log = structlog.get_logger("harmaug.export")
 
@@ -278,9 +291,22 @@ def copy_hf_files(hf_dir: Path, dest: Path) -> list[str]:
     return copied
 
 
+def check_output_width(hf_dir: Path, categories: int) -> None:
+    """Refuse to export category heads the model does not have: 2 + ``categories`` labels."""
+    config = json.loads((Path(hf_dir) / "config.json").read_text(encoding="utf-8"))
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+    if labels != 2 + categories:
+        raise ExportError(
+            f"{hf_dir}: {categories} category heads need 2 + {categories} outputs (safe, unsafe, "
+            f"then one per category), but the model has {labels}"
+        )
+
+
 def int8_parity(bundle_dir: Path, pairs: Sequence[Pair], threshold: float) -> dict[str, Any]:
     """p_unsafe of the int8 ONNX model against the PyTorch model on ``pairs``, through GuardModel
-    (same tokenization and windows as serving)."""
+    (same tokenization and windows as serving); for a category-aware bundle, each category's
+    probability too (``category_*``: over every (item, category), flips at each head's own
+    threshold)."""
     from guard_plugin.model import GuardModel
 
     bundle = GuardBundle.load(bundle_dir)
@@ -289,12 +315,44 @@ def int8_parity(bundle_dir: Path, pairs: Sequence[Pair], threshold: float) -> di
     ref = np.array([score.p_unsafe for score in reference])
     q8 = np.array([score.p_unsafe for score in quantized])
     diff = np.abs(q8 - ref)
-    return {
+    report: dict[str, Any] = {
         "n": len(pairs),
         "int8_max_abs_diff": float(diff.max()) if len(diff) else 0.0,
         "int8_mean_abs_diff": float(diff.mean()) if len(diff) else 0.0,
         "label_flips": int(((ref >= threshold) != (q8 >= threshold)).sum()),
     }
+    heads = bundle.manifest.categories
+    if heads:
+        codes = [head.code for head in heads]
+        limits = np.array([head.threshold for head in heads])
+        ref_c = np.array([[score.categories[c] for c in codes] for score in reference])
+        q8_c = np.array([[score.categories[c] for c in codes] for score in quantized])
+        ref_c, q8_c = ref_c.reshape(len(pairs), len(codes)), q8_c.reshape(len(pairs), len(codes))
+        diff_c = np.abs(q8_c - ref_c)
+        report.update(
+            category_cells=int(diff_c.size),
+            category_max_abs_diff=float(diff_c.max()) if diff_c.size else 0.0,
+            category_mean_abs_diff=float(diff_c.mean()) if diff_c.size else 0.0,
+            category_flips=int(((ref_c >= limits) != (q8_c >= limits)).sum()),
+        )
+    return report
+
+
+def parity_passed(parity: dict[str, Any], tolerances: dict[str, float]) -> bool:
+    """Whether an :func:`int8_parity` report is within the tolerances, categories included."""
+    passed = (
+        parity["n"] > 0
+        and parity["int8_max_abs_diff"] <= tolerances["parity_tolerance"]
+        and parity["int8_mean_abs_diff"] <= tolerances["mean_tolerance"]
+        and parity["label_flips"] <= tolerances["max_flip_rate"] * parity["n"]
+    )
+    if "category_cells" in parity:
+        passed = passed and (
+            parity["category_max_abs_diff"] <= tolerances["parity_tolerance"]
+            and parity["category_mean_abs_diff"] <= tolerances["mean_tolerance"]
+            and parity["category_flips"] <= tolerances["max_flip_rate"] * parity["category_cells"]
+        )
+    return bool(passed)
 
 
 def write_bundle(
@@ -315,13 +373,16 @@ def write_bundle(
     parity_tolerance: float = INT8_PARITY_TOLERANCE,
     mean_tolerance: float = INT8_MEAN_TOLERANCE,
     max_flip_rate: float = INT8_MAX_FLIP_RATE,
+    categories: Sequence[CategoryHead] | None = None,
 ) -> ExportResult:
     """Write a complete guard bundle to ``out_dir`` (which must not exist yet), atomically.
 
     int8 is served only when, on ``validation_pairs``, its p_unsafe stays within
     ``parity_tolerance`` of the PyTorch model for every item and ``mean_tolerance`` on average,
     and at most ``max_flip_rate`` of the labels flip at ``threshold``; otherwise the bundle serves
-    fp32 ONNX and ``metrics["export"]`` says why.
+    fp32 ONNX and ``metrics["export"]`` says why. ``categories``: the student's category heads
+    (its logits 2, 3, ...), held to the same tolerances; the bundle refuses to load when the
+    model's output width is not 2 + len(categories).
     """
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if out_dir.exists():
@@ -330,6 +391,8 @@ def write_bundle(
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         copy_hf_files(hf_dir, staging)
+        if categories is not None:
+            check_output_width(hf_dir, len(categories))
         export_onnx(hf_dir, staging / ONNX_FILES["fp32"])
         manifest = GuardManifest(
             version=version,
@@ -340,6 +403,7 @@ def write_bundle(
             threshold=threshold,
             backend="onnx",
             onnx_variant="fp32",
+            categories=list(categories) if categories is not None else None,
             training_data=training_data,
             metrics=metrics,
         )
@@ -401,12 +465,7 @@ def _add_int8(
     )
     write_manifest(staging, manifest.model_copy(update={"onnx_variant": "int8"}))
     parity = int8_parity(staging, validation_pairs, manifest.threshold)
-    passed = (
-        parity["n"] > 0
-        and parity["int8_max_abs_diff"] <= tolerances["parity_tolerance"]
-        and parity["int8_mean_abs_diff"] <= tolerances["mean_tolerance"]
-        and parity["label_flips"] <= tolerances["max_flip_rate"] * parity["n"]
-    )
+    passed = parity_passed(parity, tolerances)
     report = {**parity, "scheme": scheme, **tolerances, "served": "int8" if passed else "fp32"}
     if not passed:
         int8_path.unlink()
@@ -458,7 +517,24 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     parser.add_argument("--max-windows", type=int, default=8)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--parity-tolerance", type=float, default=INT8_PARITY_TOLERANCE)
+    parser.add_argument(
+        "--categories",
+        type=Path,
+        default=None,
+        help="JSON file: the student's category heads, a list of {code, name, threshold} in the "
+        "order of its logits 2, 3, ... (default: none, P(unsafe) only)",
+    )
     parser.set_defaults(func=_cmd_export)
+
+
+def read_categories(path: Path) -> list[CategoryHead]:
+    """Category heads from a JSON list of ``{code, name, threshold}``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(list[CategoryHead]).validate_json(Path(path).read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise ExportError(f"{path}: not a list of category heads ({exc})") from exc
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -482,6 +558,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         metrics={},
         int8=int8,
         parity_tolerance=args.parity_tolerance,
+        categories=read_categories(args.categories) if args.categories else None,
     )
     print(json.dumps({"path": str(result.path), "served": result.served, **result.parity}))
     return 0

@@ -10,6 +10,12 @@ Output records get ``p_unsafe`` (the teacher's score) and ``meta["teacher"]`` (i
 without a label gets the hard label ``p_unsafe > threshold`` and ``meta["label_source"] =
 "teacher"``; existing (human) labels are kept unless ``relabel``. A ``<out>.labeling.json`` beside
 the output records the teacher id, the counts and the cache hits.
+
+Categories: a teacher that names them (``CategoryTeacher`` with ``with_categories``, the SPEC
+option ``categories=true``) is asked through ``assess``; its Llama Guard 3 codes are cached beside
+the score (a row cached without them is asked again) and written to ``meta["categories"]`` of each
+record that ends up unsafe, unless the record keeps its own label and already has categories. An
+unsafe record without codes stays "category unknown" (the trainer masks it).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from pathlib import Path
 import structlog
 from tqdm import tqdm
 
-from adapters.teachers import Teacher, TeacherError
+from adapters.teachers import Assessment, Teacher, TeacherError
+from distill.categories import CATEGORY_CODES, sort_codes
 from distill.records import Example, atomic_writer, read_jsonl, write_jsonl
 from distill.settings import DistillSettings, LabelingSettings
 
@@ -41,8 +48,19 @@ CREATE TABLE IF NOT EXISTS scores (
     content_id TEXT NOT NULL,
     p_unsafe REAL NOT NULL,
     created_at TEXT NOT NULL,
+    categories TEXT,
     PRIMARY KEY (teacher_id, content_id)
 );
+"""
+# categories: a JSON list of Llama Guard 3 codes ([] when the teacher named none), NULL when the
+# teacher was not asked for them.
+UPSERT = """
+INSERT INTO scores (teacher_id, content_id, p_unsafe, created_at, categories)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (teacher_id, content_id) DO UPDATE SET
+    p_unsafe = excluded.p_unsafe,
+    created_at = excluded.created_at,
+    categories = COALESCE(excluded.categories, scores.categories)
 """
 LOOKUP_CHUNK = 500  # ids per SELECT (SQLite limits bound parameters)
 
@@ -59,6 +77,9 @@ class LabelCache:
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(scores)")}
+        if "categories" not in columns:  # a cache written before the categories
+            self._conn.execute("ALTER TABLE scores ADD COLUMN categories TEXT")
 
     @classmethod
     def default(cls, settings: DistillSettings | None = None) -> LabelCache:
@@ -80,14 +101,40 @@ class LabelCache:
                 found.update({cid: float(p) for cid, p in rows})
         return found
 
-    def put_many(self, teacher_id: str, scores: dict[str, float]) -> None:
-        """Store a batch atomically: all of it or none of it."""
+    def get_categories(self, teacher_id: str, ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+        """The cached category codes of the ids that have them (rows asked for categories)."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, tuple[str, ...]] = {}
+        with self._lock:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT content_id, categories FROM scores WHERE teacher_id = ? "
+                    f"AND categories IS NOT NULL AND content_id IN ({marks})",
+                    [teacher_id, *chunk],
+                )
+                found.update({cid: tuple(json.loads(codes)) for cid, codes in rows})
+        return found
+
+    def put_many(
+        self,
+        teacher_id: str,
+        scores: dict[str, float],
+        categories: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        """Store a batch atomically: all of it or none of it. Without ``categories`` a row
+        keeps the codes it had."""
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        rows = [(teacher_id, cid, p, now) for cid, p in scores.items()]
+        codes = categories or {}
+        rows = [
+            (teacher_id, cid, p, now, json.dumps(list(codes[cid])) if cid in codes else None)
+            for cid, p in scores.items()
+        ]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)", rows)
+                self._conn.executemany(UPSERT, rows)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -115,6 +162,7 @@ class LabelStats:
     labels_set: int
     unsafe: int
     seconds: float = 0.0
+    with_categories: int = 0  # unsafe records given the teacher's category codes
 
 
 def checked_scores(teacher: Teacher, pairs: Sequence[tuple[str, str | None]]) -> list[float]:
@@ -126,6 +174,35 @@ def checked_scores(teacher: Teacher, pairs: Sequence[tuple[str, str | None]]) ->
     if bad or any(not 0.0 <= p <= 1.0 for p in scores):
         raise TeacherError(f"{teacher.teacher_id}: scores outside [0, 1]: {(bad or scores)[:3]}")
     return [float(p) for p in scores]
+
+
+def checked_assessments(
+    teacher: Teacher, pairs: Sequence[tuple[str, str | None]]
+) -> list[Assessment]:
+    """The teacher's assessments, refused unless there is one per pair with a probability."""
+    assessed = list(teacher.assess(pairs))  # type: ignore[attr-defined]
+    if len(assessed) != len(pairs):
+        raise TeacherError(f"{teacher.teacher_id}: {len(assessed)} assessments for {len(pairs)}")
+    bad = [a.p_unsafe for a in assessed if not math.isfinite(a.p_unsafe)]
+    if bad or any(not 0.0 <= a.p_unsafe <= 1.0 for a in assessed):
+        raise TeacherError(f"{teacher.teacher_id}: scores outside [0, 1]: {bad[:3]}")
+    return assessed
+
+
+def assessment_codes(assessment: Assessment) -> tuple[str, ...]:
+    """The Llama Guard 3 codes of an "unsafe" answer, in taxonomy order; () otherwise. Tokens
+    that are no code (a line cut short, another taxonomy) are dropped."""
+    if assessment.verdict != "unsafe":
+        return ()
+    found = (code.strip().upper() for code in assessment.categories)
+    return sort_codes(code for code in found if code in CATEGORY_CODES)
+
+
+def asks_categories(teacher: Teacher) -> bool:
+    """Whether labelling asks this teacher for category codes (``categories=true``)."""
+    return bool(getattr(teacher, "with_categories", False)) and callable(
+        getattr(teacher, "assess", None)
+    )
 
 
 class TeacherLabeler:
@@ -143,9 +220,22 @@ class TeacherLabeler:
         self, records: Sequence[Example], *, progress: bool = True
     ) -> tuple[dict[str, float], int]:
         """{content id: p_unsafe} for the distinct records, and how many came from the cache."""
+        known, _, hits = self.assess(records, progress=progress)
+        return known, hits
+
+    def assess(
+        self, records: Sequence[Example], *, progress: bool = True
+    ) -> tuple[dict[str, float], dict[str, tuple[str, ...]], int]:
+        """{content id: p_unsafe} and, from a teacher asked for them, {content id: category
+        codes} for the distinct records; and how many came from the cache."""
         teacher_id = self.teacher.teacher_id
+        with_categories = asks_categories(self.teacher)
         distinct = {record.id: record for record in records}
         known = self.cache.get_many(teacher_id, distinct) if self.cache else {}
+        codes: dict[str, tuple[str, ...]] = {}
+        if with_categories:
+            codes = self.cache.get_categories(teacher_id, distinct) if self.cache else {}
+            known = {cid: p for cid, p in known.items() if cid in codes}
         hits = len(known)
         todo = [record for cid, record in distinct.items() if cid not in known]
         batch_size = self.settings.batch_size
@@ -154,30 +244,45 @@ class TeacherLabeler:
         ) as bar:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                scores = checked_scores(self.teacher, [(r.prompt, r.response) for r in batch])
-                fresh = {record.id: p for record, p in zip(batch, scores, strict=True)}
+                pairs = [(r.prompt, r.response) for r in batch]
+                fresh_codes: dict[str, tuple[str, ...]] | None = None
+                if with_categories:
+                    assessed = checked_assessments(self.teacher, pairs)
+                    fresh = {r.id: a.p_unsafe for r, a in zip(batch, assessed, strict=True)}
+                    fresh_codes = {
+                        r.id: assessment_codes(a) for r, a in zip(batch, assessed, strict=True)
+                    }
+                    codes.update(fresh_codes)
+                else:
+                    scores = checked_scores(self.teacher, pairs)
+                    fresh = {record.id: p for record, p in zip(batch, scores, strict=True)}
                 if self.cache:
-                    self.cache.put_many(teacher_id, fresh)
+                    self.cache.put_many(teacher_id, fresh, fresh_codes)
                 known.update(fresh)
                 bar.update(len(batch))
-        return known, hits
+        return known, codes, hits
 
     def label(
         self, records: Sequence[Example], *, progress: bool = True
     ) -> tuple[list[Example], LabelStats]:
         started = time.perf_counter()
-        scores, hits = self.scores(records, progress=progress)
+        scores, codes, hits = self.assess(records, progress=progress)
         teacher_id = self.teacher.teacher_id
         out: list[Example] = []
-        labels_set = 0
+        labels_set = with_categories = 0
         for record in records:
             p = scores[record.id]
             meta = {**record.meta, "teacher": teacher_id}
             label = record.label
-            if label is None or self.settings.relabel:
+            relabelled = label is None or self.settings.relabel
+            if relabelled:
                 label = 1 if p > self.settings.threshold else 0
                 meta["label_source"] = "teacher"
                 labels_set += 1
+            found = codes.get(record.id)
+            if label == 1 and found and (relabelled or not record.meta.get("categories")):
+                meta["categories"] = list(found)
+                with_categories += 1
             out.append(record.model_copy(update={"p_unsafe": p, "label": label, "meta": meta}))
         stats = LabelStats(
             teacher_id=teacher_id,
@@ -188,6 +293,7 @@ class TeacherLabeler:
             labels_set=labels_set,
             unsafe=sum(r.label == 1 for r in out),
             seconds=round(time.perf_counter() - started, 2),
+            with_categories=with_categories,
         )
         log.info("labelled", **asdict(stats))
         return out, stats

@@ -8,7 +8,8 @@ One cycle, stage by stage (``DistillSettings.loop`` holds every knob)::
     label     the teacher labels the selection (cached by teacher and content)
     snapshot  dataset = seeds + extra (HarmAug) data + traffic labelled in earlier cycles + the
               new labelled traffic, deduplicated, with a manifest; a fresh slice is held out
-    train     fine-tune warm-started from the champion
+    train     fine-tune warm-started from the champion (keeping its Llama Guard 3 category
+              columns; the teacher's category codes, ``categories=true``, train them)
     export    ONNX bundle, threshold calibrated, metrics in the manifest
     evaluate  champion and challenger on the fixed gate set and on the held-out fresh traffic
     publish   gate (not worse on either), register, promote
@@ -336,12 +337,16 @@ class Cycle:
         return dict(read_json(self.out("selection.json")))
 
     def recipe(self) -> TrainRecipe:
-        return self.loop.recipe.model_copy(
-            update={
-                "max_length": self.base_manifest.max_length,
-                "window_stride": self.base_manifest.window_stride,
-            }
-        )
+        """The loop's recipe in the champion's windows; a champion with categories keeps them
+        (the challenger trains its category columns on, a challenger without them could not
+        pass the gate), one without them gets them only when the recipe asks for them."""
+        update: dict[str, Any] = {
+            "max_length": self.base_manifest.max_length,
+            "window_stride": self.base_manifest.window_stride,
+        }
+        if self.base_manifest.categories:
+            update["categories"] = True
+        return self.loop.recipe.model_copy(update=update)
 
     def stage_train(self) -> bool | None:
         if self.out("train.json").exists():

@@ -15,7 +15,8 @@ one student per stage):
                pairs' responses alone with the pair's label (``responses_alone``);
 ``jailbreak``  + requests and pairs wrapped in the training family of jailbreak templates
                (``distill.jailbreaks``): a wrapped harmful request stays unsafe, a wrapped benign
-               one stays safe (the wrapper is not the harm), a wrapped pair keeps its label;
+               one stays safe (the wrapper is not the harm), a wrapped pair keeps its label (and
+               its Llama Guard 3 categories, ``meta["categories"]``);
 ``harmaug``    + the HarmAug synthetic records, labelled by the offline teacher.
 
 Everything here is a pure function of (split records, templates, seed): every split is mixed
@@ -29,6 +30,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal
 
+from distill.categories import category_targets
 from distill.edgy_prompts import edgy_records
 from distill.harmaug import is_refusal
 from distill.jailbreaks import Template, wrap_record
@@ -105,9 +107,22 @@ def wrapped(
     chosen += rng.sample(benign, min(len(chosen), len(benign)))
     chosen += [r for r in pairs if rng.random() < WRAPPED_PAIR_SHARE]
     return [
-        wrap_record(record, rng.choice(templates), source=WRAPPED_SOURCE, kind="jailbreak")
+        wrap_record(
+            record,
+            rng.choice(templates),
+            source=WRAPPED_SOURCE,
+            kind="jailbreak",
+            **_categories_meta(record),
+        )
         for record in chosen
     ]
+
+
+def _categories_meta(record: Example) -> dict[str, list[str]]:
+    """``{"categories": codes}`` of an unsafe record whose codes are known (a wrapper keeps the
+    harm, and its source tag no longer says which), else nothing."""
+    codes = category_targets(record)
+    return {"categories": list(codes)} if codes else {}
 
 
 def cap_easy_safe(records: Sequence[Example]) -> list[Example]:

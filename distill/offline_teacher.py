@@ -19,10 +19,11 @@ same train split, and labels the HarmAug records with it.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adapters.teachers.protocol import Pair, ThreadedTeacher
 from distill.teachers import model_digest
@@ -94,13 +95,17 @@ def trained_guard(
 ) -> GuardModel:
     """A trained student (a plain HF directory) on PyTorch, scored in the ``max_length``-token
     windows it was trained with (a plain directory would default to the model's 512)."""
+    from distill.categories import head_categories, manifest_categories
     from guard_plugin.bundle import GuardBundle
     from guard_plugin.model import GuardModel
 
     bundle = GuardBundle.load(model_dir)
-    update: dict[str, int] = {"max_length": max_length}
+    update: dict[str, Any] = {"max_length": max_length}
     if max_windows is not None:
         update["max_windows"] = max_windows
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    if bundle.is_plain_hf and head_categories(config) is not None:
+        update["categories"] = manifest_categories()  # P(unsafe): columns 0/1 only
     bundle.manifest = bundle.manifest.model_copy(update=update)
     return GuardModel(bundle, backend="torch", threads=threads)
 

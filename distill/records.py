@@ -162,7 +162,8 @@ def dedup(records: Sequence[Example]) -> list[Example]:
     ``label`` -- unsafe wins (1 if any duplicate says 1; None only if all are None), the
     conservative choice for a guard, and ``meta["label_conflict"] = True`` marks it;
     ``p_unsafe`` -- the maximum of the known scores. ``meta["also_in"]`` lists the other sources
-    the same content came from.
+    the same content came from. An unsafe result gets the union of the duplicates'
+    ``meta["categories"]`` (Llama Guard 3 codes) when any of them has some.
     """
     groups: dict[str, list[Example]] = {}
     for record in records:
@@ -181,6 +182,11 @@ def dedup(records: Sequence[Example]) -> list[Example]:
             meta["also_in"] = also_in
         if len(labels) > 1:
             meta["label_conflict"] = True
+        codes = {code for r in group if r.label == 1 for code in r.meta.get("categories") or ()}
+        if codes and max(labels, default=None) == 1:
+            from distill.categories import sort_codes
+
+            meta["categories"] = list(sort_codes(codes))
         out.append(
             first.model_copy(
                 update={

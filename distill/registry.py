@@ -39,6 +39,10 @@ log = structlog.get_logger("harmaug.registry")
 GATE_METRICS = ("auprc", "f1")
 # A cascade's measured recall loss (``distill.cascade``), when the challenger has a first stage.
 CASCADE_LOSS = "cascade_recall_loss"
+# How many Llama Guard 3 categories a guard scores (absent: none). A champion that has them is
+# replaced only by a challenger that has as many: the gateway's category verdicts never vanish
+# with a promotion.
+CATEGORIES = "categories"
 DEFAULT_TOLERANCE = 0.005
 
 
@@ -67,8 +71,9 @@ Scorer = Callable[[Path, Path], dict[str, float]]
 def gate(
     champion: dict[str, float] | None, challenger: dict[str, float], tolerance: float
 ) -> tuple[bool, str]:
-    """Pure gate rule: not worse than the champion beyond ``tolerance`` on every gate metric, and
-    (a cascade) losing at most ``MAX_RECALL_LOSS`` of its student's recall to its first stage."""
+    """Pure gate rule: not worse than the champion beyond ``tolerance`` on every gate metric,
+    (a cascade) losing at most ``MAX_RECALL_LOSS`` of its student's recall to its first stage,
+    and scoring at least the champion's categories (``CATEGORIES``)."""
     from distill.cascade import MAX_RECALL_LOSS
 
     loss = challenger.get(CASCADE_LOSS)
@@ -79,6 +84,12 @@ def gate(
         )
     if champion is None:
         return True, "no champion yet"
+    if challenger.get(CATEGORIES, 0) < champion.get(CATEGORIES, 0):
+        return False, (
+            f"challenger drops the champion's categories: it scores "
+            f"{int(challenger.get(CATEGORIES, 0))} of the champion's "
+            f"{int(champion.get(CATEGORIES, 0))}"
+        )
     worse = [
         f"{name} {challenger[name]:.4f} < {champion[name]:.4f} - {tolerance}"
         for name in GATE_METRICS
@@ -205,8 +216,12 @@ class Registry:
                         "a champion exists: promoting needs a gate set (--gate FILE.jsonl) or --force"
                     )
                 score = scorer or _evaluate
-                champion_metrics = score(self.path(champion), gate_data)
-                challenger_metrics = score(challenger_path, gate_data)
+                champion_metrics = with_categories(
+                    score(self.path(champion), gate_data), self.path(champion)
+                )
+                challenger_metrics = with_categories(
+                    score(challenger_path, gate_data), challenger_path
+                )
                 ok, reason = gate(champion_metrics, challenger_metrics, tolerance)
             decision = GateDecision(
                 ok, reason, champion, version, champion_metrics, challenger_metrics, forced=force
@@ -250,6 +265,14 @@ class Registry:
         return previous
 
 
+def with_categories(metrics: dict[str, float], bundle: Path) -> dict[str, float]:
+    """``metrics`` with ``CATEGORIES`` as the bundle's manifest says (whatever the scorer
+    reported); unchanged for a guard without categories."""
+    count = len(GuardBundle.load(bundle).manifest.categories or [])
+    found = {key: value for key, value in metrics.items() if key != CATEGORIES}
+    return {**found, CATEGORIES: float(count)} if count else found
+
+
 def _evaluate(bundle: Path, data: Path) -> dict[str, float]:
     from distill.evaluation import evaluate_bundle
     from distill.records import read_jsonl
@@ -262,6 +285,8 @@ def gate_metrics(measured: dict[str, Any]) -> dict[str, float]:
     found = {name: float(measured[name]) for name in GATE_METRICS}
     if measured.get("cascade"):
         found[CASCADE_LOSS] = float(measured["cascade"]["recall_loss"])
+    if measured.get("categories"):
+        found[CATEGORIES] = float(len(measured["categories"]["per_category"]))
     return found
 
 

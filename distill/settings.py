@@ -56,7 +56,9 @@ class TrainRecipe(BaseModel):
 
     Loss per example: ``(1 - kd_weight) * CE(hard label) + kd_weight * KL(teacher || student)``
     when the teacher's P(unsafe) is known, plain CE otherwise; the hard label is the record's
-    label, else ``p_unsafe > 0.5``. ``batch_size`` is the global micro-batch: under
+    label, else ``p_unsafe > 0.5``. With ``categories``, plus ``category_weight`` x the binary
+    cross-entropy of the 14 category logits (summed) where the record's categories are known
+    (safe records: all negative; unsafe records without known categories: masked out). ``batch_size`` is the global micro-batch: under
     ``accelerate launch`` each process takes its share of every batch, so one and N processes
     follow the same optimisation path.
     """
@@ -101,6 +103,18 @@ class TrainRecipe(BaseModel):
         default_factory=dict,
         description="Sampling weight per record source (default 1): a source of weight 3 is drawn "
         "three times as often as its share, within its class when sampling is balanced.",
+    )
+    categories: bool | None = Field(
+        default=None,
+        description="Train the Llama Guard 3 category columns too (num_labels 2 + 14, a masked "
+        "BCE per category, distill.categories): True adds them (to a 2-label base as well), "
+        "False trains the 2-label model (a base's category columns are dropped), None follows "
+        "the base (on when it has category columns).",
+    )
+    category_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="Weight (lambda) of the category loss beside the safe/unsafe loss.",
     )
     seed: int = Field(default=42, description="Seeds sampling, dropout and a new head's init.")
     checkpoint_every: int = Field(

@@ -6,6 +6,18 @@ that reads top to bottom: class-balanced, length-bucketed batches; per example
 teacher score); AdamW without decay on biases and LayerNorm; linear warm-up then linear decay;
 gradient clipping and accumulation; checkpoints and resume; a progress bar and a metrics log.
 
+Multi-label (``recipe.categories``): the classifier has ``2 + 14`` outputs, columns 0/1 safe/unsafe
+(the loss above, a softmax over those two) and one logit per Llama Guard 3 category
+(``distill.categories``: ``HEAD_OFFSET``, ``CATEGORY_CODES``), trained with
+``category_weight x`` the binary cross-entropy summed over the 14 columns, each column's logit the
+maximum over the example's windows (as the runtime reads it). The category loss is masked: a safe
+record is all-negative, an unsafe record trains on its known codes, and an unsafe record whose
+categories are unknown adds nothing (it is never taught "no category"). A 2-label base (a champion
+from before the categories, retrained by the loop) is widened: its safe/unsafe rows are kept and
+the 14 new rows start as a new head would (the model's own initialiser, seeded by
+``recipe.seed``), their biases at ``logit(CATEGORY_PRIOR)`` (a category is rare);
+``categories=False`` on a base with category columns drops them.
+
 The same code runs in one process or data-parallel under ``accelerate launch``: each process
 takes its share of every global batch and the loss is normalised by the global example count,
 so N processes follow the one-process optimisation path (up to float summation order).
@@ -13,7 +25,7 @@ so N processes follow the one-process optimisation path (up to float summation o
 Run directory::
 
     <out>/config.json       the recipe, base model, data summary (a resume must match it)
-    <out>/metrics.jsonl     one line per ``log_every`` steps: loss, ce, kl, lr, grad_norm, ...
+    <out>/metrics.jsonl     one line per ``log_every`` steps: loss, ce, kl (category), lr, ...
     <out>/checkpoints/      latest.json -> step-<n>/ (model, optimizer, per-process RNG state)
     <out>/model/            the final Hugging Face directory (safetensors + tokenizer)
 
@@ -40,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from distill.categories import HEAD_OFFSET, head_categories, head_id2label
 from distill.data import (
     Batch,
     build_training_set,
@@ -100,10 +113,13 @@ def train(
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(recipe.seed)  # the same new-head initialisation on every process
     tokenizer, model, unsafe = load_student(Path(base_model), recipe)
-    data = build_training_set(records, tokenizer, recipe)
+    codes = head_categories(model.config.to_dict())
+    n_categories = len(codes) if codes else 0
+    data = build_training_set(records, tokenizer, recipe, categories=bool(codes))
     examples = data.examples
     run = RunDir(Path(out_dir))
     config = run_config(recipe, Path(base_model), data.summary, world)
+    config["categories"] = list(codes) if codes else None
     optimizer = torch.optim.AdamW(
         param_groups(model, recipe.weight_decay),
         lr=recipe.lr,
@@ -127,7 +143,7 @@ def train(
     show = progress and accelerator.is_main_process
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show)
     started, start_step = time.perf_counter(), step
-    tally = torch.zeros(4)  # loss, ce, kl, examples since the last metrics line
+    tally = torch.zeros(5)  # loss, ce, kl, category, examples since the last metrics line
     batches: list[list[int]] = []
     batches_epoch = -1
     model.train()
@@ -142,7 +158,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        sums = torch.zeros(3)  # loss, ce, kl summed over this process's examples
+        sums = torch.zeros(4)  # loss, ce, kl, category summed over this process's examples
         for i, global_batch in enumerate(micro):
             indices, weights = shard(global_batch, rank, world)
             batch = collate(
@@ -150,14 +166,22 @@ def train(
                 weights,
                 pad_token_id=tokenizer.pad_token_id,
                 input_names=tokenizer.model_input_names,
+                categories=n_categories,
             ).to(accelerator.device)
             last = i == len(micro) - 1
             with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                logits = example_logits(model(**batch.inputs).logits.float(), batch.spans, unsafe)
+                window_logits = model(**batch.inputs).logits.float()
+                logits = example_logits(window_logits, batch.spans, unsafe)
                 loss, ce, kl = kd_loss(logits, batch, unsafe, recipe)
+                category = torch.zeros((), device=loss.device)
+                if n_categories:
+                    category = category_loss(
+                        example_category_logits(window_logits, batch.spans), batch
+                    )
+                    loss = loss + recipe.category_weight * category
                 # DDP averages gradients over processes: scale so they sum to the global mean.
                 accelerator.backward(loss * world / step_examples)
-            sums += torch.stack([loss.detach(), ce.detach(), kl.detach()]).cpu()
+            sums += torch.stack([loss.detach(), ce.detach(), kl.detach(), category.detach()]).cpu()
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -168,10 +192,12 @@ def train(
         if step % recipe.log_every == 0 or step == total:
             elapsed = time.perf_counter() - started
             line = metrics_line(step, per_epoch, tally, lr, float(grad_norm), elapsed, start_step)
+            if not n_categories:
+                line.pop("category")
             if accelerator.is_main_process:
                 run.log(line)
             bar.set_postfix(loss=f"{line['loss']:.4f}", lr=f"{lr:.2e}")
-            tally = torch.zeros(4)
+            tally = torch.zeros(5)
         bar.update(1)
         if step % recipe.checkpoint_every == 0 or step == total:
             run.save_checkpoint(step, accelerator, model, optimizer)
@@ -207,17 +233,19 @@ def metrics_line(
     elapsed: float,
     start_step: int,
 ) -> dict[str, Any]:
-    """One metrics.jsonl line: mean loss, CE and KL per example since the previous line."""
-    loss, ce, kl = (tally[:3] / tally[3]).tolist()
+    """One metrics.jsonl line: mean loss, CE, KL and category BCE per example since the previous
+    line."""
+    loss, ce, kl, category = (tally[:4] / tally[4]).tolist()
     return {
         "step": step,
         "epoch": round(step / per_epoch, 4),
         "loss": loss,
         "ce": ce,
         "kl": kl,
+        "category": category,
         "lr": lr,
         "grad_norm": grad_norm,
-        "examples": int(tally[3]),
+        "examples": int(tally[4]),
         "elapsed_s": round(elapsed, 3),
         "steps_per_s": round((step - start_step) / elapsed, 4) if elapsed > 0 else 0.0,
     }
@@ -244,8 +272,10 @@ def teacher_distribution(batch: Batch, unsafe: int, temperature: float) -> torch
 def kd_loss(
     logits: torch.Tensor, batch: Batch, unsafe: int, recipe: TrainRecipe
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed (loss, CE, KL) of a batch; KL only where a teacher score exists."""
-    log_probs = F.log_softmax(logits, dim=-1)
+    """Summed (loss, CE, KL) of a batch; KL only where a teacher score exists. Only the
+    safe/unsafe columns (0 and 1) count: a multi-label head's category columns are not part of
+    this softmax."""
+    log_probs = F.log_softmax(logits[:, :HEAD_OFFSET], dim=-1)
     target = torch.where(batch.labels == 1, unsafe, 1 - unsafe)
     ce = F.nll_loss(log_probs, target, reduction="none")
     teacher = teacher_distribution(batch, unsafe, recipe.teacher_temperature)
@@ -257,12 +287,37 @@ def kd_loss(
     return (per_example * weights).sum(), (ce * weights).sum(), (kl_known * weights).sum()
 
 
+def example_category_logits(
+    window_logits: torch.Tensor, spans: Sequence[tuple[int, int]]
+) -> torch.Tensor:
+    """Per example and category, the highest logit over its windows: (examples, categories)."""
+    columns = window_logits[:, HEAD_OFFSET:]
+    return torch.stack([columns[start:end].max(dim=0).values for start, end in spans])
+
+
+def category_loss(category_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Summed masked category loss of a batch: per example the BCE summed over the categories
+    where its categories are known (``batch.category_known``), 0 where they are not. Summed, not
+    averaged, over the 14 columns: each category learns as its own binary classifier would
+    (averaged, a positive's pull is a fourteenth of the safe/unsafe loss's, and the short
+    bootstrap schedule does not teach the rare categories)."""
+    if batch.category_targets is None or batch.category_known is None:
+        raise ValueError("the batch has no category targets (collate with categories=K)")
+    bce = F.binary_cross_entropy_with_logits(
+        category_logits, batch.category_targets, reduction="none"
+    ).sum(dim=1)
+    return (torch.where(batch.category_known, bce, torch.zeros_like(bce)) * batch.weights).sum()
+
+
 # -- model and optimizer -----------------------------------------------------------------------
-def load_student(base: Path, recipe: TrainRecipe) -> tuple[Any, torch.nn.Module, int]:
+def load_student(base: Path, recipe: TrainRecipe) -> tuple[Any, Any, int]:
     """Tokenizer, classifier and unsafe class index from an HF directory or a guard bundle.
 
-    An encoder without a classification head (e.g. all-MiniLM-L6-v2) gets a new 2-way head
-    labelled safe/unsafe; an existing 2-way classifier (a guard, for retraining) keeps its head.
+    An encoder without a classification head (e.g. all-MiniLM-L6-v2) gets a new head labelled
+    safe/unsafe (and the category codes with ``recipe.categories``); an existing classifier (a
+    guard, for retraining) keeps its head, widened with new category rows when the recipe asks
+    for categories and it has none, cut to safe/unsafe when the recipe turns them off
+    (``resized_classifier``). ``recipe.categories`` None follows the base.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -275,15 +330,26 @@ def load_student(base: Path, recipe: TrainRecipe) -> tuple[Any, torch.nn.Module,
     if not (base / "config.json").is_file() or not (base / "model.safetensors").is_file():
         raise TrainError(f"{base}: not a Hugging Face model directory with model.safetensors")
     config = AutoConfig.from_pretrained(base, trust_remote_code=False)
-    is_guard = config.num_labels == 2 and any(
+    is_classifier = any(
         arch.endswith("ForSequenceClassification") for arch in config.architectures or []
     )
+    has_categories = is_classifier and head_categories(config.to_dict()) is not None
+    is_guard = is_classifier and (config.num_labels == 2 or has_categories)
+    categories = has_categories if recipe.categories is None else recipe.categories
+    id2label = head_id2label() if categories else {0: "safe", 1: "unsafe"}
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
-    if not is_guard:
-        kwargs.update(
-            num_labels=2, id2label={0: "safe", 1: "unsafe"}, label2id={"safe": 0, "unsafe": 1}
-        )
-    model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    model: Any
+    if is_guard and has_categories != categories:
+        model = resized_classifier(base, id2label, unsafe_label_index(config.to_dict()), kwargs)
+    else:
+        if not is_guard:
+            kwargs.update(
+                id2label=id2label,
+                label2id={name: index for index, name in id2label.items()},
+            )
+        model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    if categories and not has_categories:  # new category rows
+        start_categories_rare(model)
     max_positions = getattr(model.config, "max_position_embeddings", None)
     if max_positions is not None and recipe.max_length > max_positions:
         raise TrainError(
@@ -291,6 +357,62 @@ def load_student(base: Path, recipe: TrainRecipe) -> tuple[Any, torch.nn.Module,
         )
     tokenizer = AutoTokenizer.from_pretrained(base, trust_remote_code=False)
     return tokenizer, model, unsafe_label_index(model.config.to_dict())
+
+
+# A new category column starts at this probability (its bias logit(CATEGORY_PRIOR)): any one
+# category is rare, and from 0.5 the first steps would spend the clipped gradient on pushing 14
+# biases down (the toy model then learned nothing at all).
+CATEGORY_PRIOR = 0.05
+
+
+def start_categories_rare(model: Any) -> None:
+    """Set the output bias of the category columns to ``logit(CATEGORY_PRIOR)``."""
+    labels = int(model.config.num_labels)
+    biases = [
+        parameter
+        for name, parameter in model.named_parameters()
+        if name.endswith("bias") and tuple(parameter.shape) == (labels,)
+    ]
+    if not biases:
+        raise TrainError("found no output bias of the classifier to initialise")
+    with torch.no_grad():
+        biases[-1][HEAD_OFFSET:] = math.log(CATEGORY_PRIOR / (1 - CATEGORY_PRIOR))
+
+
+def resized_classifier(
+    base: Path, id2label: dict[int, str], unsafe: int, kwargs: dict[str, Any]
+) -> Any:
+    """A guard from ``base`` with the head of ``id2label``: the body as trained, the head's
+    safe and unsafe rows copied (as columns 0 and 1, whatever their order in the base), the
+    category rows copied where both heads have them; rows the base lacks keep the model's own
+    initialisation (seeded by the caller)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base,
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+        ignore_mismatched_sizes=True,
+        **kwargs,
+    )
+    before = load_file(base / "model.safetensors")
+    order = [1 - unsafe, unsafe]  # safe, unsafe
+    resized = []
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            old = before.get(name)
+            if old is None or old.shape == parameter.shape:
+                continue
+            if old.shape[1:] != parameter.shape[1:] or min(old.shape[0], parameter.shape[0]) < 2:
+                raise TrainError(f"{base}: cannot resize {name} {tuple(old.shape)} to the head")
+            parameter[:HEAD_OFFSET] = old[order].to(parameter.dtype)
+            shared = min(old.shape[0], parameter.shape[0])
+            parameter[HEAD_OFFSET:shared] = old[HEAD_OFFSET:shared].to(parameter.dtype)
+            resized.append(name)
+    if not resized:
+        raise TrainError(f"{base}: found no classifier rows to resize")
+    return model
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -495,6 +617,7 @@ RECIPE_FLAGS = {  # flag -> recipe field; defaults come from DistillSettings (HA
     "--max-length": "max_length",
     "--max-windows": "max_windows",
     "--kd-weight": "kd_weight",
+    "--category-weight": "category_weight",
     "--seed": "seed",
     "--checkpoint-every": "checkpoint_every",
 }
@@ -516,6 +639,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         field = TrainRecipe.model_fields[name]
         kind = float if field.annotation is float else int
         parser.add_argument(flag, type=kind, dest=name, help=field.description)
+    parser.add_argument(
+        "--categories",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the 14 Llama Guard 3 category columns too (--no-categories: the 2-label "
+        "model; default: HARMAUG_TRAIN__CATEGORIES, else follow the base)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over, ignoring checkpoints")
     parser.add_argument("--threads", type=int, help="torch intra-op threads per process")
     parser.set_defaults(func=_cmd_train)
@@ -525,7 +655,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from distill.records import read_jsonl
     from distill.settings import DistillSettings
 
-    given = {name: getattr(args, name) for name in RECIPE_FLAGS.values()}
+    given = {name: getattr(args, name) for name in [*RECIPE_FLAGS.values(), "categories"]}
     overrides = {name: value for name, value in given.items() if value is not None}
     try:
         recipe = TrainRecipe.model_validate({**DistillSettings().train.model_dump(), **overrides})

@@ -9,6 +9,12 @@ Two layouts load:
   is read from ``config.json`` (``label2id``/``id2label``) and defaults to 1.
 
 Only safetensors and ONNX weights are ever loaded: no pickle, no ``trust_remote_code``.
+
+A category-aware bundle lists its category heads in ``guard.json`` (``categories``: Llama Guard 3
+codes S1..S14, each with its name and threshold). Its model then has ``2 + K`` outputs: columns 0
+and 1 are safe / unsafe as in any bundle (P(unsafe) is the softmax over those two), column
+``2 + i`` is the logit of category ``i`` (its probability is the sigmoid). Without ``categories``
+(plain Hugging Face directories, earlier bundles) a guard gives P(unsafe) only.
 """
 
 from __future__ import annotations
@@ -17,11 +23,20 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adapters.teachers.llama_guard_prompt import LLAMA_GUARD_3_CATEGORIES
+
+# The Llama Guard 3 taxonomy, code -> name ("S1" -> "Violent Crimes"), in taxonomy order.
+CATEGORY_NAMES: dict[str, str] = {code: name.rstrip(".") for code, name in LLAMA_GUARD_3_CATEGORIES}
+CATEGORY_CODES: tuple[str, ...] = tuple(CATEGORY_NAMES)
+# Columns of a category-aware model before its category logits: safe, unsafe.
+VERDICT_COLUMNS = 2
 
 MANIFEST_NAME = "guard.json"
 FORMAT_VERSION = 1
@@ -35,6 +50,36 @@ class BundleError(RuntimeError):
     A RuntimeError on purpose: LiteLLM skips guardrails whose constructor raises
     ValueError/TypeError and then serves unguarded; a RuntimeError stops the proxy.
     """
+
+
+def taxonomy_order(codes: Iterable[str]) -> tuple[str, ...]:
+    """Unique category codes in taxonomy order (S1, S2, ..., S10, ...); unknown codes last."""
+    unique = set(codes)
+    known = tuple(code for code in CATEGORY_CODES if code in unique)
+    return known + tuple(sorted(unique - set(known)))
+
+
+class CategoryHead(BaseModel):
+    """One of ``guard.json``'s ``categories``: a Llama Guard 3 category the model scores.
+
+    Its probability is the sigmoid of the model's output column ``2 + i`` (``i``: its position in
+    ``categories``); it fires at or above ``threshold``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(description="A Llama Guard 3 category code, S1..S14.")
+    name: str = Field(description="The category's name, e.g. 'Violent Crimes'.")
+    threshold: float = Field(ge=0.0, le=1.0, description="Probability at which it fires.")
+
+    @field_validator("code")
+    @classmethod
+    def _known_code(cls, value: str) -> str:
+        if value not in CATEGORY_NAMES:
+            raise ValueError(
+                f"{value!r} is not a Llama Guard 3 category code ({', '.join(CATEGORY_CODES)})"
+            )
+        return value
 
 
 class FirstStageManifest(BaseModel):
@@ -98,6 +143,11 @@ class GuardManifest(BaseModel):
     first_stage: FirstStageManifest | None = Field(
         default=None, description="The cascade's first stage; None: the student scores all."
     )
+    categories: list[CategoryHead] | None = Field(
+        default=None,
+        description="The category heads, in the order of the model's outputs 2, 3, ...; "
+        "None: the guard gives P(unsafe) only.",
+    )
     training_data: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -109,6 +159,27 @@ class GuardManifest(BaseModel):
         if stage is not None and max(stage.cut_prompt, stage.cut_completion) > self.threshold:
             raise ValueError("first_stage: a clear-safe cut is above the bundle's threshold")
         return self
+
+    @model_validator(mode="after")
+    def _categories_fit(self) -> GuardManifest:
+        """Category heads are unique, and P(unsafe) is one of the two verdict columns."""
+        if self.categories is None:
+            return self
+        codes = [head.code for head in self.categories]
+        repeated = sorted({code for code in codes if codes.count(code) > 1})
+        if repeated:
+            raise ValueError(f"categories: {', '.join(repeated)} listed more than once")
+        if self.unsafe_label_index not in range(VERDICT_COLUMNS):
+            raise ValueError(
+                "categories: with category heads, unsafe_label_index must be 0 or 1 "
+                f"(columns 0 and 1 are safe / unsafe), got {self.unsafe_label_index}"
+            )
+        return self
+
+    @property
+    def output_width(self) -> int | None:
+        """The model outputs a category-aware bundle needs (2 + K); None without categories."""
+        return None if self.categories is None else VERDICT_COLUMNS + len(self.categories)
 
 
 def sha256_file(path: Path) -> str:
@@ -229,7 +300,19 @@ def _plain_hf_manifest(root: Path) -> GuardManifest:
         unsafe_label_index=unsafe_label_index(config),
         backend="onnx" if has_onnx else "torch",
         onnx_variant="fp32" if has_onnx else None,
+        categories=config_categories(config),
     )
+
+
+def config_categories(config: dict[str, Any]) -> list[CategoryHead] | None:
+    """The category columns of a plain HF classifier: labels 2.. of its ``id2label`` when every
+    one is a Llama Guard 3 code (as the multi-label student names them), each firing at 0.5;
+    None otherwise (a 2-label guard, or another head)."""
+    id2label = {int(index): str(label) for index, label in (config.get("id2label") or {}).items()}
+    codes = [id2label[index] for index in sorted(id2label) if index >= 2]
+    if not codes or any(code not in CATEGORY_NAMES for code in codes):
+        return None
+    return [CategoryHead(code=code, name=CATEGORY_NAMES[code], threshold=0.5) for code in codes]
 
 
 def unsafe_label_index(config: dict[str, Any]) -> int:

@@ -2,7 +2,8 @@
 
 ```
 harmaug score TEXT [--response TEXT] [--guard PATH] [--backend onnx|torch]
-                       (a cascade's verdict, with the student's own score beside it)
+                       (a cascade's verdict, with the student's own score beside it; a
+                       category-aware guard's adds each category's probability and the fired codes)
 harmaug serve ...      (guard_plugin.serve, when installed)
 harmaug distill ...    (distill.cli: build, evaluate and publish guard versions)
 ```
@@ -37,6 +38,8 @@ VERDICT_KEYS = (
     "latency_ms",
     "stage",
 )
+# Added for a guard with category heads: code -> probability, and the codes that fired.
+CATEGORY_KEYS = ("categories", "fired")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,7 +84,8 @@ def run_score(args: argparse.Namespace) -> int:
         return verdict.to_dict()
 
     result = asyncio.run(check())
-    shown: dict[str, object] = {key: result[key] for key in VERDICT_KEYS}
+    keys = VERDICT_KEYS + (CATEGORY_KEYS if guard.categories else ())
+    shown: dict[str, object] = {key: result[key] for key in keys}
     if guard.model.first_stage is not None:  # a cascade: the student's own figure beside it
         (student,) = guard.model.score([(prompt, args.response)])
         shown["student"] = {

@@ -19,17 +19,25 @@ The student's forwards from all concurrent requests go through one :class:`Micro
 student never runs on the event loop (the first stage's bounded, sub-millisecond work does).
 Student scores are cached by a hash of (guard version, prompt, response), so a chat that resends
 its history is not rescored.
+
+A category-aware bundle also gives each item's probability per category (``Verdict.categories``)
+and the codes that fired (``Verdict.fired``: probability at or above the category's threshold in
+force, the bundle's unless the call passes ``category_thresholds``). Only the student scores
+categories: an item the first stage cleared has none (the first stage clears only items clearly
+safe at the bundle's threshold), and a verdict the teacher gave keeps the student's category
+probabilities (the teacher's answer is P(unsafe) only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from guard_plugin.batcher import MicroBatcher
+from guard_plugin.bundle import taxonomy_order
 from guard_plugin.cache import LRUCache, content_key
 from guard_plugin.errors import GuardError, GuardOverloaded, GuardTimeout
 from guard_plugin.escalation import Escalation
@@ -46,7 +54,9 @@ Stage = Literal["first_stage", "student", "teacher"]
 @dataclass(frozen=True)
 class Verdict:
     """The guard's answer for one (prompt, response) item. ``unsafe`` is ``p_unsafe >= threshold``
-    (for the teacher's verdicts, its own P(unsafe) and threshold)."""
+    (for the teacher's verdicts, its own P(unsafe) and threshold). ``categories``: each category's
+    probability (empty without category heads, and for items the first stage cleared);
+    ``fired``: the codes at or above their threshold in force, in taxonomy order."""
 
     p_unsafe: float
     unsafe: bool
@@ -57,9 +67,18 @@ class Verdict:
     latency_ms: float
     cached: bool = False
     stage: Stage = "student"
+    categories: dict[str, float] = field(default_factory=dict)
+    fired: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def category_limits(model: GuardModel, overrides: Mapping[str, float] | None) -> dict[str, float]:
+    """code -> the threshold in force of each of ``model``'s categories (``overrides`` first)."""
+    overrides = overrides or {}
+    heads = model.manifest.categories or []
+    return {head.code: overrides.get(head.code, head.threshold) for head in heads}
 
 
 class Guard:
@@ -108,6 +127,15 @@ class Guard:
     def threshold(self) -> float:
         return self._model.threshold
 
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The codes of the served bundle's category heads (empty: P(unsafe) only)."""
+        return self._model.category_codes
+
+    def category_thresholds(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Each category's threshold in force: the bundle's, or the one in ``overrides``."""
+        return category_limits(self._model, overrides)
+
     def swap(self, model: GuardModel) -> None:
         """Hot reload: later calls use ``model``; calls already queued finish on the old one."""
         old = self._model
@@ -139,10 +167,12 @@ class Guard:
         *,
         threshold: float | None = None,
         timeout_s: float | None = None,
+        category_thresholds: Mapping[str, float] | None = None,
     ) -> list[Verdict]:
         """Verdicts for (prompt, response|None) items, in order: cached student scores, then the
         first stage's clearances, then the student through the micro-batcher, then (escalation
-        on) the teacher for the student's close calls.
+        on) the teacher for the student's close calls. ``category_thresholds`` (code ->
+        threshold) overrides the bundle's thresholds of those categories for ``fired``.
 
         Raises :class:`GuardTimeout` after ``timeout_s`` (default ``settings.timeout_s``),
         :class:`GuardOverloaded` when the queue is full, :class:`GuardError` when scoring fails.
@@ -177,6 +207,15 @@ class Guard:
         teacher = await self._escalate(model, dict(zip(keys, items, strict=True)), stages, decided)
         decided.update(teacher)
         stages.update(dict.fromkeys(teacher, "teacher"))
+        fired: dict[str, tuple[str, ...]] = dict.fromkeys(keys, ())
+        if any(found[key].categories for key in keys):  # a category-aware bundle scored
+            limits = list(category_limits(model, category_thresholds).items())
+            fired = {
+                key: tuple(
+                    code for code, limit in limits if found[key].categories.get(code, 0.0) >= limit
+                )
+                for key in keys
+            }
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         return [
             Verdict(
@@ -189,6 +228,8 @@ class Guard:
                 latency_ms=latency_ms,
                 cached=key in cached,
                 stage=stages[key],
+                categories=dict(found[key].categories),
+                fired=taxonomy_order(fired[key]),
             )
             for key in keys
         ]

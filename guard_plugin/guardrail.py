@@ -37,7 +37,8 @@ holds the chunks since the last check and releases them every ``harmaug_stream_c
 characters once the text so far passed; a blocked stream then ends with an error event. The
 bounded leak: the client may receive the text that passed earlier checks (at most everything
 before the last ``harmaug_stream_check_chars`` characters); the unsafe window itself is never
-released. ``flag`` and ``shadow`` entries never hold a stream: they screen it at its end.
+released. ``flag`` and ``shadow`` entries never hold a stream: they screen it at its end (an
+entry whose ``harmaug_categories`` can block holds it like a ``block`` entry).
 Whatever the mode, the chunk that finishes the completion (a chat choice's ``finish_reason``,
 Anthropic's ``message_delta``) and those after it are held until the stream was screened: that
 chunk then carries the completion's verdict (:mod:`guard_plugin.stream_events`). A refused
@@ -52,11 +53,23 @@ response carries ``x-harmaug-decision``, ``x-harmaug-p-unsafe``, ``x-harmaug-gua
 ``completion=student``, or ``teacher`` when escalation decided; the facts and the log event carry
 ``stage``, ``student_items`` and ``teacher_items``).
 
+Categories (a guard with category heads, :mod:`guard_plugin.bundle`): ``harmaug_categories``
+gives Llama Guard 3 categories their own action (``{S11: flag, S1: block}``, or ``{S11: {action:
+flag, threshold: 0.3}}``; the decision rule is in :mod:`guard_plugin.screening`). The codes that
+fired reach the facts and the ``guard_screen`` event (``categories``, and ``category_scores``:
+their probabilities), the refusal's body and message, the stream's verdict, and the
+``x-harmaug-categories`` header (the codes fired over the call's enforcing screenings; absent
+when none). ``harmaug_categories`` with a guard that has no category heads, or none for a
+configured code, stops the proxy at start-up; a hot reload to such a guard logs
+``guard_categories_missing`` once and the entry falls back to the overall verdict for the missing
+codes.
+
 A stream's headers go out before its completion is screened: they cover the prompt only, and
 cannot say whether the completion passed, was flagged or will be refused. The completion's
 verdict reaches the client in the stream itself, as ``provider_specific_fields.harmaug`` of the
 finishing chunk (the same public facts as a refusal's body: guard, part, decision, p_unsafe,
-threshold, guard_version, stage, reason), or, refused, in the error that ends the stream.
+threshold, guard_version, stage, reason, categories), or, refused, in the error that ends the
+stream.
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ from litellm.litellm_core_utils.core_helpers import get_or_create_metadata_bucke
 from litellm.types.guardrails import GuardrailEventHooks
 from litellm.types.utils import GuardrailStatus, StandardLoggingGuardrailInformation
 
+from guard_plugin.bundle import taxonomy_order
 from guard_plugin.extract import (
     MalformedRequest,
     RequestText,
@@ -92,9 +106,11 @@ from guard_plugin.hook_config import (
 )
 from guard_plugin.logs import get_logger
 from guard_plugin.screening import (
+    CategoryAction,
     Part,
     Screening,
     ScreeningFacts,
+    action_in_force,
     decide,
     public_facts,
     response_headers,
@@ -168,8 +184,12 @@ class HarmAugGuardrail(CustomGuardrail):
         except ValueError as exc:  # an unsupported mode: stop the proxy instead of being skipped
             raise HookConfigError(f"guardrail {name!r}: {exc}") from None
         self.guard = shared_guard(self.config.guard, name=name)
+        missing = self._missing_categories()
+        if missing is not None:
+            raise HookConfigError(f"guardrail {name!r}: harmaug_categories: {missing}")
         self.traffic = shared_traffic_logger(self.guard.settings)
         self.name = name
+        self._categories_warned: set[str] = set()  # guard versions warned about
 
     # -- LiteLLM hooks -------------------------------------------------------------------------
 
@@ -199,7 +219,7 @@ class HarmAugGuardrail(CustomGuardrail):
             return
         reader = StreamReader()
         chunks = reader.read(response)
-        if self.config.action != "block":
+        if self.config.enforcing_action != "block":
             screened = self._screened_at_end(chunks, request_data)
         elif self.config.stream_mode == "incremental":
             screened = self._screened_incrementally(chunks, request_data)
@@ -248,7 +268,7 @@ class HarmAugGuardrail(CustomGuardrail):
         """The public facts of this entry's last completion screening (shadow: never shown)."""
         facts = _facts_of(data)
         found = facts.get(self.name, {}).get("completion") if facts is not None else None
-        if found is None or self.config.action == "shadow":
+        if found is None or found.get("action") == "shadow":
             return None
         return public_facts(found)
 
@@ -315,7 +335,7 @@ class HarmAugGuardrail(CustomGuardrail):
         try:
             request = request_text(data)
         except MalformedRequest as exc:
-            if self.config.action == "shadow":
+            if self.config.enforcing_action == "shadow":
                 return
             raise HTTPException(
                 status_code=400,
@@ -362,6 +382,7 @@ class HarmAugGuardrail(CustomGuardrail):
     ) -> Screening:
         threshold = self._threshold(data)
         started = time.perf_counter()
+        policies = self._category_policies()
         verdicts, reason = await self._verdicts(data, part, items, threshold)
         # The item that decided: the highest score over its threshold (the teacher's verdicts
         # have their own), else (no scores) the newest item.
@@ -372,15 +393,22 @@ class HarmAugGuardrail(CustomGuardrail):
         )
         if verdicts:
             threshold = verdicts[deciding].threshold
+        fired = taxonomy_order(code for verdict in verdicts for code in verdict.fired)
+        action: CategoryAction = self.config.action
+        if reason:
+            action = self.config.enforcing_action
+            decision = decide(action, self.config.fail_mode, None)
+        else:
+            unsafe = any(v.unsafe for v in verdicts)
+            action = action_in_force(self.config.action, unsafe, fired, policies) or action
+            decision = decide(
+                self.config.action, self.config.fail_mode, unsafe, fired=fired, policies=policies
+            )
         screening = Screening(
             guardrail=self.name,
             part=part,
-            action=self.config.action,
-            decision=decide(
-                self.config.action,
-                self.config.fail_mode,
-                None if reason else any(v.unsafe for v in verdicts),
-            ),
+            action=action,
+            decision=decision,
             threshold=threshold,
             guard_version=self.guard.version,
             p_unsafe=verdicts[deciding].p_unsafe if verdicts else None,
@@ -394,6 +422,10 @@ class HarmAugGuardrail(CustomGuardrail):
             stage=verdicts[deciding].stage if verdicts else None,
             student_items=sum(v.stage != "first_stage" for v in verdicts),
             teacher_items=sum(v.stage == "teacher" for v in verdicts),
+            categories=fired,
+            category_scores={
+                code: max(v.categories.get(code, 0.0) for v in verdicts) for code in fired
+            },
         )
         self._record(data, screening, event, items[deciding] if items else None)
         error = screening.error()
@@ -413,7 +445,10 @@ class HarmAugGuardrail(CustomGuardrail):
             return [], None
         try:
             found = await self.guard.check_many(
-                items, threshold=threshold, timeout_s=self.config.timeout_s
+                items,
+                threshold=threshold,
+                timeout_s=self.config.timeout_s,
+                category_thresholds=self.config.category_thresholds,
             )
         except Exception as exc:  # never escapes: it would be a 500 carrying internals
             reason = failure_reason(exc)
@@ -427,6 +462,44 @@ class HarmAugGuardrail(CustomGuardrail):
             )
             return [], reason
         return list(found), None
+
+    def _missing_categories(self) -> str | None:
+        """Why the guard cannot serve this entry's ``harmaug_categories``; None when it can (or
+        none are configured)."""
+        configured = taxonomy_order(self.config.category_actions)
+        if not configured:
+            return None
+        heads = self.guard.categories
+        if not heads:
+            return (
+                f"the guard {self.guard.version!r} has no category heads (its guard.json lists "
+                "no categories); serve a category-aware guard or remove harmaug_categories"
+            )
+        missing = [code for code in configured if code not in heads]
+        if missing:
+            return (
+                f"the guard {self.guard.version!r} has no head for {', '.join(missing)} "
+                f"(it scores {', '.join(heads)})"
+            )
+        return None
+
+    def _category_policies(self) -> dict[str, CategoryAction]:
+        """The configured category actions; after a hot reload to a guard that lacks some of
+        them, those fall back to the overall verdict (warned once per guard version)."""
+        policies = self.config.category_actions
+        if not policies:
+            return policies
+        version = self.guard.version
+        missing = self._missing_categories()
+        if missing is not None and version not in self._categories_warned:
+            self._categories_warned.add(version)
+            log.warning(
+                "guard_categories_missing",
+                guardrail=self.name,
+                guard_version=version,
+                error=missing,
+            )
+        return policies
 
     def _threshold(self, data: Mapping[str, Any]) -> float:
         configured = self.config.threshold

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from guard_plugin.bundle import CATEGORY_CODES
 from guard_plugin.guard import Guard
 from guard_plugin.locate import resolve_guard_path
 from guard_plugin.reload import watch_champion
-from guard_plugin.screening import Action, FailMode
+from guard_plugin.screening import ACTION_SEVERITY, Action, CategoryAction, FailMode
 from guard_plugin.settings import GuardSettings
 from guard_plugin.traffic_log import TrafficLogger
 
@@ -31,6 +32,21 @@ ROLES = frozenset({"user", "tool", "system", "developer", "assistant"})
 
 class HookConfigError(RuntimeError):
     """A guardrail entry that cannot work: the proxy must not start with it."""
+
+
+class CategoryPolicy(BaseModel):
+    """What an entry does when one category fires (``harmaug_categories``' values)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: CategoryAction = Field(description="block | flag | shadow | allow.")
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The category's probability at or above which it fires; default: the "
+        "bundle's threshold of that category.",
+    )
 
 
 class HookConfig(BaseModel):
@@ -81,6 +97,54 @@ class HookConfig(BaseModel):
     stream_check_chars: int = Field(
         default=400, ge=16, description="Characters between checks of an incremental stream."
     )
+    categories: dict[str, CategoryPolicy] | None = Field(
+        default=None,
+        description="Per Llama Guard 3 category (S1..S14): its action, or {action, threshold} "
+        "(guard_plugin.screening has the rule). Needs a guard with category heads.",
+    )
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _category_policies(cls, value: Any) -> Any:
+        """``{S11: flag}`` is ``{S11: {action: flag}}``; codes must be Llama Guard 3's."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a mapping of category code -> action or {action, threshold}")
+        unknown = sorted(str(code) for code in value if code not in CATEGORY_CODES)
+        if unknown:
+            raise ValueError(
+                f"unknown category code(s) {', '.join(unknown)}; the Llama Guard 3 codes are "
+                f"{', '.join(CATEGORY_CODES)}"
+            )
+        return {
+            code: {"action": policy} if isinstance(policy, str) else policy
+            for code, policy in value.items()
+        }
+
+    @property
+    def category_actions(self) -> dict[str, CategoryAction]:
+        """code -> action of the configured categories (empty when none are)."""
+        return {code: policy.action for code, policy in (self.categories or {}).items()}
+
+    @property
+    def category_thresholds(self) -> dict[str, float]:
+        """code -> threshold of the configured categories that set their own."""
+        return {
+            code: policy.threshold
+            for code, policy in (self.categories or {}).items()
+            if policy.threshold is not None
+        }
+
+    @property
+    def enforcing_action(self) -> Action:
+        """The most severe action this entry can take: its ``action`` or a category's (``allow``
+        aside). Decides whether a stream is held and how a guard failure is decided."""
+        actions: list[Action] = [self.action]
+        for action in self.category_actions.values():
+            if action != "allow":
+                actions.append(action)
+        return max(actions, key=ACTION_SEVERITY.__getitem__)
 
     @field_validator("screen_roles", mode="before")
     @classmethod

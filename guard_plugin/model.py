@@ -5,6 +5,11 @@ run in chunks of at most ``max_batch_size`` windows of similar length (little pa
 P(unsafe) is the maximum over its windows (a pair's mixed with its response read alone when the
 manifest says so). Padding is masked, so a score does not depend on the rest of the batch.
 Call it from one thread at a time (the micro-batcher's worker thread).
+
+A category-aware bundle (``categories`` in ``guard.json``) has ``2 + K`` outputs: P(unsafe) is the
+softmax over columns 0 and 1 only, and category ``i``'s probability is the sigmoid of column
+``2 + i``. An item's category probability is its maximum over the item's windows, like P(unsafe);
+a model whose output width is not ``2 + K`` is refused at load (:class:`BundleError`).
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from guard_plugin.bundle import ONNX_FILES, BundleError, GuardBundle, GuardManifest
+from guard_plugin.bundle import (
+    ONNX_FILES,
+    VERDICT_COLUMNS,
+    BundleError,
+    GuardBundle,
+    GuardManifest,
+)
 from guard_plugin.first_stage import FirstStage
 from guard_plugin.settings import GuardSettings
 from guard_plugin.windows import ItemWindows, Window, WindowBuilder
@@ -35,9 +46,13 @@ PADDING_SLACK = 8
 
 @dataclass(frozen=True)
 class Score:
+    """One item's P(unsafe), the windows it was read in, and (category-aware bundles) each
+    category's probability by code; empty when the bundle has no categories."""
+
     p_unsafe: float
     windows: int
     window_cap_hit: bool
+    categories: dict[str, float] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -154,6 +169,11 @@ class GuardModel:
         except ValueError as exc:
             raise BundleError(f"{bundle.path}: {exc}") from exc
         self.backend: Backend = self._open_backend(self.backend_name, onnx_variant, threads)
+        self.category_codes: tuple[str, ...] = tuple(
+            head.code for head in manifest.categories or ()
+        )
+        if manifest.categories is not None:
+            self._check_output_width()
         self.first_stage: FirstStage | None = None
         if cascade and manifest.first_stage is not None:
             self.first_stage = FirstStage.load(
@@ -209,6 +229,12 @@ class GuardModel:
         ``response_weight`` is above 0, also as the response alone; its P(unsafe) is the weighted
         mean of the two readings (all windows run in the same batches), with ``response_shift``
         added to its logit. Both default to the manifest's.
+
+        Category probabilities (category-aware bundles): each is the maximum over the item's
+        windows; for a pair read both ways (``0 < response_weight < 1``) it is the larger of the
+        two readings, not their mean: a category the response shows when read alone is present
+        in the pair, whatever the context dilutes. ``response_shift`` does not apply to them (it
+        calibrates P(unsafe) to the one threshold; each category has its own).
         """
         weight = self.manifest.response_weight if response_weight is None else response_weight
         shift = self.manifest.response_shift if response_shift is None else response_shift
@@ -219,37 +245,64 @@ class GuardModel:
             items = self.windows.build(pairs)
         mixed = 0.0 < weight < 1.0
         alone = self.windows.build([(pairs[i][1] or "", None) for i in paired]) if mixed else []
-        readings = self._max_over_windows([*items, *alone])
+        readings, category_readings = self._max_over_windows([*items, *alone])
         p_unsafe = readings[: len(items)]
+        categories = category_readings[: len(items)]
         windows = [len(entry.windows) for entry in items]
         cap_hit = [entry.cap_hit for entry in items]
-        for i, entry, reading in zip(paired, alone, readings[len(items) :], strict=False):
+        for k, (i, entry, reading) in enumerate(
+            zip(paired, alone, readings[len(items) :], strict=False)
+        ):
             p_unsafe[i] = (1.0 - weight) * p_unsafe[i] + weight * reading
             windows[i] += len(entry.windows)
             cap_hit[i] = cap_hit[i] or entry.cap_hit
+            if self.category_codes:
+                categories[i] = np.maximum(categories[i], category_readings[len(items) + k])
         for i in paired if shift else []:
             p_unsafe[i] = float(shift_logit(p_unsafe[i], shift))
+        codes = self.category_codes
         return [
-            Score(p_unsafe=p, windows=n, window_cap_hit=hit)
-            for p, n, hit in zip(p_unsafe, windows, cap_hit, strict=True)
+            Score(
+                p_unsafe=p,
+                windows=n,
+                window_cap_hit=hit,
+                categories={code: float(c) for code, c in zip(codes, cats, strict=True)},
+            )
+            for p, n, hit, cats in zip(p_unsafe, windows, cap_hit, categories, strict=True)
         ]
 
-    def _max_over_windows(self, items: Sequence[ItemWindows]) -> list[float]:
-        """Each item's maximum P(unsafe) over its windows, run in length-sorted chunks."""
+    def _max_over_windows(
+        self, items: Sequence[ItemWindows]
+    ) -> tuple[list[float], list[np.ndarray]]:
+        """Each item's maximum P(unsafe) over its windows, and its maximum probability of each
+        category (an empty array without categories), run in length-sorted chunks."""
         flat = [(item, window) for item, entry in enumerate(items) for window in entry.windows]
         flat.sort(key=lambda pair: len(pair[1].input_ids))
         best = [0.0] * len(items)
+        width = len(self.category_codes)
+        best_categories = [np.zeros(width) for _ in items]
         lengths = [len(window.input_ids) for _, window in flat]
         for start, end in length_chunks(lengths, self.max_batch_size):
             chunk = flat[start:end]
-            probabilities = self._p_unsafe([window for _, window in chunk])
-            for (item, _), p in zip(chunk, probabilities, strict=True):
+            probabilities, categories = self._probabilities([window for _, window in chunk])
+            for row, ((item, _), p) in enumerate(zip(chunk, probabilities, strict=True)):
                 best[item] = max(best[item], float(p))
-        return best
+                if width:
+                    np.maximum(best_categories[item], categories[row], out=best_categories[item])
+        return best, best_categories
 
-    def _p_unsafe(self, windows: list[Window]) -> np.ndarray:
+    def _probabilities(self, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """P(unsafe) of each window, shape (n,), and its category probabilities, (n, K)."""
         batch = collate(windows, pad_id=self.pad_id, token_types=self.uses_token_types)
         logits = self.backend.run(batch).astype(np.float64)
+        expected = self.manifest.output_width
+        if expected is None:
+            return self._p_unsafe(logits), np.zeros((len(windows), 0))
+        if logits.ndim != 2 or logits.shape[1] != expected:
+            raise self._width_error(logits.shape[1] if logits.ndim == 2 else logits.shape)
+        return self._p_unsafe(logits[:, :VERDICT_COLUMNS]), sigmoid(logits[:, VERDICT_COLUMNS:])
+
+    def _p_unsafe(self, logits: np.ndarray) -> np.ndarray:
         index = self.manifest.unsafe_label_index
         if logits.shape[1] == 1:  # a single-logit head: sigmoid of the unsafe logit
             return 1.0 / (1.0 + np.exp(-logits[:, 0]))
@@ -261,6 +314,30 @@ class GuardModel:
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
         return exp[:, index] / exp.sum(axis=1)
+
+    def _check_output_width(self) -> None:
+        """Refuse a category-aware bundle whose model does not have 2 + K outputs (one probe
+        forward of a one-word window, so it holds for every backend)."""
+        (probe,) = self.windows.build([("hello", None)])
+        batch = collate(probe.windows[:1], pad_id=self.pad_id, token_types=self.uses_token_types)
+        try:
+            logits = np.asarray(self.backend.run(batch))
+        except Exception as exc:  # a backend that cannot run at all
+            raise BundleError(
+                f"{self.bundle.path}: the model cannot score a probe ({exc})"
+            ) from exc
+        width = logits.shape[1] if logits.ndim == 2 else logits.shape
+        if width != self.manifest.output_width:
+            raise self._width_error(width)
+
+    def _width_error(self, width: object) -> BundleError:
+        heads = self.manifest.categories or []
+        return BundleError(
+            f"{self.bundle.path / 'guard.json'}: lists {len(heads)} categories "
+            f"({', '.join(head.code for head in heads)}), so the model needs "
+            f"{VERDICT_COLUMNS + len(heads)} outputs (safe, unsafe, then one per category), "
+            f"but it has {width}"
+        )
 
     def _open_backend(self, name: str, onnx_variant: str | None, threads: int) -> Backend:
         root = self.bundle.path
@@ -290,6 +367,11 @@ def logit(p: float | np.ndarray) -> np.ndarray:
     """``log(p / (1 - p))``, with ``p`` kept off 0 and 1 so that it is finite."""
     clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
     return np.log(clipped / (1.0 - clipped))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))`` without overflow for large negative logits."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def shift_logit(p: float | np.ndarray, shift: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny trained guard (built once per session) and an isolated HARMAUG_HOME."""
+"""Shared fixtures: tiny trained guards (built once per session) and an isolated HARMAUG_HOME."""
 
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ def tiny_torch_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactor
     )
     write_manifest(root, manifest)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _log_level_stays_in_its_test():
+    """A test that changes the structlog level (the CLI sets WARNING) restores it afterwards, so
+    that a later test capturing INFO events (``structlog.testing.capture_logs``) sees them."""
+    from guard_plugin import logs
+
+    before = logs._configured_level
+    yield
+    if before is not None and logs._configured_level != before:
+        logs.configure_logging(before)
 
 
 @pytest.fixture()
@@ -179,3 +191,61 @@ def tiny_chat_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_llm import build_tiny_chat_lm
 
     return build_tiny_chat_lm(tmp_path_factory.mktemp("tiny_chat_lm") / "model")
+
+
+# --- the tiny category-aware guard (owner: runtime categories, guard_plugin) -------------------
+
+
+def tiny_category_heads(threshold: float = 0.5) -> list:
+    """The tiny category-aware guard's heads (S1, S11, S12), as guard.json lists them."""
+    from guard_plugin.bundle import CategoryHead
+    from tests.tiny_guard import TINY_CATEGORIES
+
+    return [CategoryHead(code=c, name=n, threshold=threshold) for c, n in TINY_CATEGORIES]
+
+
+def tiny_category_pairs() -> list[tuple[str, str | None]]:
+    """Prompts and pairs of the tiny category-aware guard's corpus, safe and of each category."""
+    from tests.tiny_guard import CATEGORY_TEXTS, FILLER, SAFE
+
+    harmful = [text for texts in CATEGORY_TEXTS.values() for text in texts]
+    pairs: list[tuple[str, str | None]] = [(text, None) for text in SAFE + harmful]
+    pairs += [(FILLER + " " + text, None) for text in (SAFE + harmful)[::3]]
+    pairs += [(a, b) for a, b in zip(SAFE[::2], harmful[::5], strict=False)]
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def tiny_category_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny category-aware guard as a Hugging Face directory (5 labels)."""
+    from tests.tiny_guard import build_tiny_category_guard
+
+    return build_tiny_category_guard(tmp_path_factory.mktemp("tiny_category_hf") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_category_bundle(
+    tiny_category_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The tiny category-aware guard as a bundle written by distill.export: ``categories`` S1,
+    S11, S12 (threshold 0.5) in guard.json, safetensors, model.onnx and model.int8.onnx (served
+    when parity passes, categories included), 64-token windows."""
+    from distill.export import write_bundle
+
+    pairs = tiny_category_pairs()
+    result = write_bundle(
+        tiny_category_hf_dir,
+        tmp_path_factory.mktemp("tiny_category") / "bundle",
+        version="tiny-categories-1",
+        base_model="tiny-bert",
+        max_length=64,
+        window_stride=16,
+        max_windows=8,
+        threshold=0.5,
+        calibration_pairs=pairs[1::2],
+        validation_pairs=pairs[::2],
+        training_data={"source": "tests.tiny_guard"},
+        metrics={},
+        categories=tiny_category_heads(),
+    )
+    return result.path

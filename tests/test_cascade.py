@@ -135,7 +135,7 @@ def test_the_word_cache_tokenizes_exactly_as_the_tokenizer(tiny_cascade_bundle: 
     features = model.first_stage.features
     assert features.words is not None  # a BERT WordPiece tokenizer: the fast path is on
     rng = np.random.default_rng(0)
-    alphabet = list("abcxyz019 ,.!?'-_[]()\t\n\r\x00\x01\x0b\x0c\x7f") + ["é", "中", "ü"]
+    alphabet = [*"abcxyz019 ,.!?'-_[]()\t\n\r\x00\x01\x0b\x0c\x7f", "é", "中", "ü"]
     texts = [*SAFE, *UNSAFE, "HOW do I Bake?!", "a" * 150 + " b", "x [SEP] y [UNK] z", ""]
     texts += ["".join(rng.choice(alphabet, size=int(rng.integers(0, 60)))) for _ in range(3000)]
     texts.append("bread " * 700)  # cut at the tokenizer's limit, as it truncates

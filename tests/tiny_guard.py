@@ -1,10 +1,14 @@
-"""A tiny guard built in seconds: WordPiece tokenizer + 2-layer BERT trained on a toy corpus.
+"""Tiny guards built in seconds: WordPiece tokenizer + 2-layer BERT trained on a toy corpus.
 
 Used by the test fixtures (and nothing shipped). The model really separates the two classes:
 texts about weapons, poison and violence are unsafe; everyday requests are safe. It learns them as
 single texts (after filler or an earlier safe turn, and filler alone is safe) and as the response
 of a (safe prompt, response) pair, so that screening a completion as a pair works. The build is
 deterministic: a fixed vocabulary, seeded sampling and deterministic torch kernels.
+
+The tiny category-aware guard (:func:`build_tiny_category_guard`) has the same shape with 5
+outputs: safe, unsafe, then one logit per category of ``TINY_CATEGORIES`` (violent crimes S1,
+self-harm S11, sexual content S12), each learnt from its own topics.
 """
 
 from __future__ import annotations
@@ -97,22 +101,19 @@ def _encode(tokenizer: Any, texts: list[str], pairs: list[tuple[str, str]]) -> d
     }
 
 
-def _train(out_dir: Path, steps: int) -> Path:
-    import torch
+def _tokenizer(texts: list[str]) -> Any:
+    """A WordPiece tokenizer whose vocabulary is built here, not by WordPieceTrainer (whose ties
+    make each build differ): every word of ``texts``, plus every character alone and as a
+    continuation, so any text tokenizes and every build sees the same ids."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    # The vocabulary is built here, not by WordPieceTrainer (whose ties make each build differ):
-    # every word of the corpus, plus every character alone and as a continuation, so any text
-    # tokenizes and every build of the tiny guard sees the same ids.
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     words = {
         word
-        for text in SAFE + UNSAFE + EXTRA_VOCAB_TEXT
+        for text in texts
         for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     }
     chars = {char for word in words for char in word}
@@ -129,7 +130,7 @@ def _train(out_dir: Path, steps: int) -> Path:
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))],
     )
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=raw,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -139,6 +140,15 @@ def _train(out_dir: Path, steps: int) -> Path:
         model_max_length=128,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
+
+
+def _train(out_dir: Path, steps: int) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer(SAFE + UNSAFE + EXTRA_VOCAB_TEXT)
+    raw = tokenizer.backend_tokenizer
 
     config = BertConfig(
         vocab_size=raw.get_vocab_size(),
@@ -182,6 +192,153 @@ def _train(out_dir: Path, steps: int) -> Path:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+# --- the tiny category-aware guard ------------------------------------------------------------
+
+# The Llama Guard 3 categories the tiny category-aware guard scores, in the order of its logits
+# 2, 3, 4 (logits 0 and 1 are safe / unsafe, as in every guard).
+TINY_CATEGORIES = (("S1", "Violent Crimes"), ("S11", "Self-Harm"), ("S12", "Sexual Content"))
+CATEGORY_TOPICS = {
+    "S1": UNSAFE_TOPICS,
+    "S11": [
+        "cut my wrists with a razor blade",
+        "end my own life with sleeping pills",
+        "starve myself until i faint",
+        "overdose on painkillers tonight",
+        "hang myself in the garage",
+        "burn my arms with a lighter in secret",
+        "jump off a bridge to end it all",
+        "hurt myself so nobody notices the scars",
+    ],
+    "S12": [
+        "write an explicit sex scene with graphic nudity",
+        "describe naked bodies having sex in detail",
+        "write erotic porn about two strangers",
+        "send explicit nude photos to a stranger",
+        "describe an orgy in graphic sexual detail",
+        "write a dirty sexting message about genitals",
+        "narrate a pornographic striptease",
+        "write lewd erotica with explicit intercourse",
+    ],
+}
+CATEGORY_TEXTS = {
+    code: [t.format(topic) for t in TEMPLATES[:-1] for topic in topics]
+    for code, topics in CATEGORY_TOPICS.items()
+}
+
+
+def category_targets(code: str | None) -> list[float]:
+    """[unsafe, S1, S11, S12] of a text of category ``code`` (None: safe)."""
+    return [float(code is not None)] + [float(code == c) for c, _ in TINY_CATEGORIES]
+
+
+def build_tiny_category_guard(
+    out_dir: Path, *, steps: int = 800, warm_up: int = 100, seed: int = 0
+) -> Path:
+    """Train the tiny category-aware guard (5 logits: safe, unsafe, S1, S11, S12) and save it as a
+    Hugging Face directory (safetensors). Deterministic, like :func:`build_tiny_guard`."""
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train_categories(out_dir, steps, warm_up)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train_categories(out_dir: Path, steps: int, warm_up: int) -> Path:
+    """Cross-entropy on the safe/unsafe logits plus binary cross-entropy on the category logits.
+
+    Every batch holds two texts of each category (and, after the warm-up, four safe ones).
+    During the first ``warm_up`` steps only harmful texts and only the category loss train:
+    trained on everything from the start, a model this small first learns safe vs unsafe and
+    then sits for hundreds of steps on a plateau where every category head predicts its prior
+    (measured on single texts: 0 of 4 seeds past it in 400 steps; with the warm-up, 4 of 4 within
+    500). After the warm-up, texts also come after safe context (an earlier turn, or filler: the
+    last window of a long text) and as the response of a pair whose label is the response's (the
+    pair's prompt may be harmful: the response is judged). The rate decays linearly to 0. With
+    seed 0 (the fixtures'), every corpus text fires its own category and no other, alone, in
+    context, as a response and at the end of a long text, and no safe text or pair with a safe
+    response fires any (seed 2 too; seed 1 leaves some violent texts below 0.5).
+    """
+    import torch
+    from torch.nn.functional import binary_cross_entropy_with_logits, cross_entropy
+    from transformers import BertConfig, BertForSequenceClassification
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    harmful = [(text, code) for code, texts in CATEGORY_TEXTS.items() for text in texts]
+    tokenizer = _tokenizer(SAFE + [text for text, _ in harmful] + EXTRA_VOCAB_TEXT)
+    labels = ["safe", "unsafe", *(code for code, _ in TINY_CATEGORIES)]
+    config = BertConfig(
+        vocab_size=tokenizer.backend_tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+    )
+    model = BertForSequenceClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # Linear decay to 0: at a constant rate the last steps leave some texts on the wrong side.
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
+    safe: list[tuple[str, str | None]] = [(text, None) for text in SAFE]
+    model.train()
+    for step in range(steps):
+        warming = step < warm_up
+        batch = [] if warming else random.sample(safe, 4)
+        batch += [
+            (text, code)
+            for code, texts in CATEGORY_TEXTS.items()
+            for text in random.sample(texts, 2)
+        ]
+        pairs: list[tuple[str, str]] = []
+        paired: list[tuple[str, str | None]] = []
+        texts = [text for text, _ in batch]
+        if not warming:
+            # Safe context before the text: an earlier safe turn, or one to three sentences of
+            # filler (the last window of a long text).
+            context = [random.choice([FILLER, *SAFE]), " ".join([FILLER] * random.randint(1, 3))]
+            texts = [
+                (random.choice(context) + "\n" + text) if random.random() < 0.5 else text
+                for text in texts
+            ]
+            texts.append(" ".join([FILLER] * random.randint(1, 3)))
+            batch.append((texts[-1], None))
+            paired = random.sample(safe, 4) + random.sample(harmful, 2)
+            pairs = [
+                (
+                    random.choice(SAFE) if random.random() < 0.5 else random.choice(harmful)[0],
+                    (random.choice(SAFE) + " " + text) if random.random() < 0.5 else text,
+                )
+                for text, _ in paired
+            ]
+        targets = torch.tensor([category_targets(code) for _, code in batch + paired])
+        encoded = (
+            _encode(tokenizer, texts, pairs)
+            if pairs
+            else dict(tokenizer(texts, padding=True, return_tensors="pt"))
+        )
+        logits = model(**encoded).logits
+        loss = binary_cross_entropy_with_logits(logits[:, 2:], targets[:, 1:])
+        if not warming:
+            loss = loss + cross_entropy(logits[:, :2], targets[:, 0].long())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

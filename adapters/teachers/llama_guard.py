@@ -4,13 +4,13 @@ One forward pass per batch, no generation: the batch is left-padded, so the last
 row is its own last prompt token, and P(unsafe) is the softmax over the logits of the "safe" and
 "unsafe" tokens at that position, divided by ``temperature``. Position ids follow the attention
 mask, so a pair scores the same alone and in any padded batch. ``assess`` also generates the
-category line when it is wanted. Weights load from safetensors only, never remote code.
+category line when it is wanted (labelling asks for it with ``with_categories``, SPEC option
+``categories=true``). Weights load from safetensors only, never remote code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,15 @@ from adapters.teachers.llama_guard_prompt import (
     p_unsafe_from_logits,
     parse_assessment,
 )
-from adapters.teachers.protocol import Pair, TeacherError, ThreadedTeacher
+from adapters.teachers.protocol import (
+    CATEGORY_TOKENS,
+    Assessment,
+    Pair,
+    TeacherError,
+    ThreadedTeacher,
+)
 
-
-@dataclass(frozen=True)
-class Assessment:
-    p_unsafe: float
-    verdict: str | None  # "safe" / "unsafe" as generated, None when unparseable
-    categories: list[str]
+__all__ = ["Assessment", "LlamaGuardTeacher", "verdict_token_id"]
 
 
 def verdict_token_id(tokenizer: Any, word: str) -> int:
@@ -52,6 +53,7 @@ class LlamaGuardTeacher(ThreadedTeacher):
         *,
         temperature: float = 1.0,
         categories: tuple[tuple[str, str], ...] = LLAMA_GUARD_3_CATEGORIES,
+        with_categories: bool = False,
         settings: AdapterSettings | None = None,
     ) -> None:
         import torch
@@ -63,6 +65,7 @@ class LlamaGuardTeacher(ThreadedTeacher):
         self.model_dir = Path(model_dir)
         self.temperature = temperature
         self.categories = categories
+        self.with_categories = with_categories
         self.batch_size = settings.local_batch_size
         self.device = torch.device(settings.device)
         if settings.torch_threads:
@@ -128,7 +131,9 @@ class LlamaGuardTeacher(ThreadedTeacher):
             for safe, unsafe in self.verdict_logits(pairs)
         ]
 
-    def assess(self, pairs: Sequence[Pair], *, max_new_tokens: int = 10) -> list[Assessment]:
+    def assess(
+        self, pairs: Sequence[Pair], *, max_new_tokens: int = CATEGORY_TOKENS
+    ) -> list[Assessment]:
         """P(unsafe) plus the generated verdict and category line (greedy decoding)."""
         import torch
 

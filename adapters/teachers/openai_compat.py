@@ -13,6 +13,11 @@ probability 0). Two request forms:
   ``top_logprobs``; the server's chat template builds the prompt (custom categories then need a
   server-side template).
 
+With ``with_categories`` (SPEC option ``categories=true``), ``assess`` asks for up to
+``category_tokens`` tokens instead of one and parses the generated verdict and category line
+("unsafe\nS1,S10") with ``parse_assessment``; P(unsafe) still comes from the first token's
+log-probabilities, so ``assess`` and ``score`` agree on it (greedy decoding, temperature 0).
+
 Timeouts, 429/5xx and malformed bodies are retried (``adapters.openai_http``); a server that
 answers without log-probabilities gets a :class:`TeacherError` at once, as retrying cannot help.
 """
@@ -36,8 +41,9 @@ from adapters.teachers.llama_guard_prompt import (
     categories_hash,
     llama_guard_prompt,
     p_unsafe_from_logits,
+    parse_assessment,
 )
-from adapters.teachers.protocol import Pair, TeacherError
+from adapters.teachers.protocol import CATEGORY_TOKENS, Assessment, Pair, TeacherError
 
 Endpoint = Literal["completions", "chat"]
 
@@ -65,6 +71,16 @@ def first_token_logprobs(body: Any, endpoint: Endpoint, url: str) -> dict[str, f
     return {str(item["token"]): float(item["logprob"]) for item in content[0]["top_logprobs"]}
 
 
+def generated_text(body: Any, endpoint: Endpoint) -> str:
+    """The generated text of ``choices[0]`` ("" when there is none)."""
+    try:
+        choice = body["choices"][0]
+        text = choice["text"] if endpoint == "completions" else choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return text if isinstance(text, str) else ""
+
+
 def verdict_logprob(top: dict[str, float], word: str) -> float:
     """The best logprob of a token that reads ``word`` (surrounding whitespace ignored)."""
     values = [value for token, value in top.items() if token.strip() == word]
@@ -81,6 +97,8 @@ class OpenAICompatTeacher:
         temperature: float = 1.0,
         top_logprobs: int = 20,
         categories: tuple[tuple[str, str], ...] = LLAMA_GUARD_3_CATEGORIES,
+        with_categories: bool = False,
+        category_tokens: int = CATEGORY_TOKENS,
         settings: AdapterSettings | None = None,
         teacher_id: str | None = None,
     ) -> None:
@@ -94,16 +112,22 @@ class OpenAICompatTeacher:
         self.temperature = temperature
         self.top_logprobs = top_logprobs
         self.categories = categories
+        self.with_categories = with_categories
+        if category_tokens < 2:
+            raise TeacherError(f"category_tokens must be at least 2, got {category_tokens}")
+        self.category_tokens = category_tokens
         self.settings = settings or AdapterSettings()
         self.teacher_id = teacher_id or (
             f"openai-llama-guard:{model}@{self.base_url}:{endpoint}:{PROMPT_FORMAT_VERSION}"
             f":cats={categories_hash(categories)}:T={temperature:g}"
         )
 
-    def request(self, pair: Pair) -> tuple[str, dict[str, Any]]:
-        """(path, JSON body) of the request that scores one pair."""
+    def request(self, pair: Pair, *, categories: bool = False) -> tuple[str, dict[str, Any]]:
+        """(path, JSON body) of the request that scores one pair (with ``categories``: that
+        also generates the category line)."""
         prompt, response = pair
-        common = {"model": self.model, "max_tokens": 1, "temperature": 0.0}
+        tokens = self.category_tokens if categories else 1
+        common = {"model": self.model, "max_tokens": tokens, "temperature": 0.0}
         if self.endpoint == "completions":
             return "completions", {
                 **common,
@@ -132,6 +156,27 @@ class OpenAICompatTeacher:
                 f"({sorted(top)[:5]}...); is {self.model} a Llama Guard model?"
             )
         return p_unsafe_from_logits(safe, unsafe, self.temperature)
+
+    def parse_assessment(self, body: Any) -> Assessment:
+        """P(unsafe) from the first token's log-probabilities, verdict and codes from the text."""
+        verdict, codes = parse_assessment(generated_text(body, self.endpoint))
+        return Assessment(self.parse(body), verdict, codes)
+
+    async def aassess(
+        self, pairs: Sequence[Pair], *, client: OpenAICompatClient | None = None
+    ) -> list[Assessment]:
+        """``assess`` for asyncio code (``client`` as in ``ascore``)."""
+        if client is None:
+            async with OpenAICompatClient(self.base_url, self.settings) as own:
+                return await self.aassess(pairs, client=own)
+        requests = [self.request(pair, categories=True) for pair in pairs]
+        return await gather_or_cancel(
+            client.post(path, body, self.parse_assessment) for path, body in requests
+        )
+
+    def assess(self, pairs: Sequence[Pair]) -> list[Assessment]:
+        """P(unsafe) plus the generated verdict and category line of each pair."""
+        return run_sync(lambda: self.aassess(pairs))
 
     async def ascore(
         self, pairs: Sequence[Pair], *, client: OpenAICompatClient | None = None

@@ -13,23 +13,25 @@ Decisions (the ``decision`` of logs, metadata and the ``x-harmaug-decision`` hea
 The action in force (:func:`action_in_force`). A guard with category heads says which categories
 *fired* (an item's category probability at or above the category's threshold in force: the
 entry's ``harmaug_categories`` threshold, else the bundle's). An entry's ``harmaug_categories``
-gives some codes their own action (``block``, ``flag``, ``shadow`` or ``allow``). The action in
-force is the most severe (block > flag > shadow > allow) of:
+gives some codes their own action (``block``, ``flag``, ``shadow`` or ``allow``), which then
+replaces the entry's action for what those categories found. The action in force is the most
+severe (block > flag > shadow > allow) of:
 
-* the entry's ``harmaug_action``, when P(unsafe) >= the threshold, unless every category that
-  fired is configured ``allow`` (and at least one fired): a tenant that permits a category is not
-  refused for it, nor for the overall score it raised;
 * the configured action of each category that fired, whatever P(unsafe) (so a category can
-  block or flag a call whose overall score is below the threshold).
+  block or flag a call whose overall score is below the threshold);
+* the entry's ``harmaug_action``, when P(unsafe) >= the threshold, unless at least one category
+  fired and every category that fired is configured: then the categories speak for the call
+  (``{S11: flag}`` flags self-harm talk that an entry with ``harmaug_action: block`` would
+  otherwise refuse, so that the application can show support resources; ``allow`` lets a tenant
+  through for a category it permits).
 
 Nothing applies: ``allow``. ``allow`` never makes a call unsafe by itself; categories that are not
 configured follow the overall verdict only (they are reported in the facts and headers, not acted
-on). A configured action can make the decision more severe than the entry's, never less (only
-``allow`` lifts the entry's action, and only when nothing but allowed categories fired). So with
-``harmaug_action: flag`` and ``harmaug_categories: {S1: block, S11: allow}``: a call where S1
-fired is blocked, whatever its P(unsafe); an unsafe call where only S11 fired passes as
-``allow``; an unsafe call where S11 and S12 (not configured) fired, or where nothing fired, is
-flagged; a call below the threshold where only S12 fired is allowed. Without
+on). So with ``harmaug_action: block`` and ``harmaug_categories: {S1: block, S11: flag,
+S12: allow}``: a call where S1 fired is blocked, whatever its P(unsafe); an unsafe call where
+only S11 fired is flagged, one where only S12 fired passes as ``allow``, one where S11 and S12
+fired is flagged; an unsafe call where S10 (not configured) fired too, or where nothing fired, is
+blocked; a call below the threshold where only S10 fired is allowed. Without
 ``harmaug_categories`` (or with a guard that has no categories) the decision is the entry's action
 at the threshold, as always. ``Screening.action`` is the action in force (the entry's own when
 nothing applies). Only the student scores categories: an item the cascade's first stage cleared
@@ -89,8 +91,8 @@ def action_in_force(
     """
     policies = policies or {}
     candidates: list[CategoryAction] = [policies[code] for code in fired if code in policies]
-    permitted_only = bool(fired) and all(policies.get(code) == "allow" for code in fired)
-    if unsafe and not permitted_only:
+    categories_decide = bool(fired) and all(code in policies for code in fired)
+    if unsafe and not categories_decide:
         candidates.append(action)
     return max(candidates, key=ACTION_SEVERITY.__getitem__, default=None)
 

@@ -294,8 +294,9 @@ def test_categories_need_a_guard_with_those_heads(
     [
         ("flag", True, ("S1",), "block"),  # a category can escalate
         ("flag", True, ("S11",), "flag"),
-        ("block", True, ("S11",), "block"),  # ... but not soften, unless it is allowed
+        ("block", True, ("S11",), "flag"),  # ... or soften what it alone found
         ("block", True, ("S12",), "allow"),
+        ("block", True, ("S11", "S12"), "flag"),
         ("block", True, ("S12", "S13"), "block"),  # an unconfigured category fired too
         ("block", False, ("S1",), "block"),  # whatever P(unsafe)
         ("block", False, ("S13",), "allow"),  # unconfigured: the overall verdict only

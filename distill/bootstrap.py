@@ -120,6 +120,7 @@ BOOTSTRAP_RECIPE = TrainRecipe(
     max_windows=2,
     source_weights=EDGY_SOURCE_WEIGHTS,
     categories=True,
+    category_weight=0.1,
 )
 # The student continues from the first-stage (teacher's harm judge) weights with the HarmAug data
 # added: a fraction of the steps, so that the whole build fits its time budget on 2 cores.

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import structlog
 from tqdm import tqdm
@@ -87,34 +88,29 @@ class LabelCache:
         return cls(settings.home / "cache" / "labels" / "labels.sqlite")
 
     def get_many(self, teacher_id: str, ids: Iterable[str]) -> dict[str, float]:
-        wanted = list(dict.fromkeys(ids))
-        found: dict[str, float] = {}
-        with self._lock:
-            for start in range(0, len(wanted), LOOKUP_CHUNK):
-                chunk = wanted[start : start + LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT content_id, p_unsafe FROM scores "
-                    f"WHERE teacher_id = ? AND content_id IN ({marks})",
-                    [teacher_id, *chunk],
-                )
-                found.update({cid: float(p) for cid, p in rows})
-        return found
+        return {cid: float(p) for cid, p in self._lookup(teacher_id, ids, "p_unsafe")}
 
     def get_categories(self, teacher_id: str, ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
         """The cached category codes of the ids that have them (rows asked for categories)."""
+        rows = self._lookup(teacher_id, ids, "categories", "AND categories IS NOT NULL ")
+        return {cid: tuple(json.loads(codes)) for cid, codes in rows}
+
+    def _lookup(
+        self, teacher_id: str, ids: Iterable[str], column: str, where: str = ""
+    ) -> list[tuple[str, Any]]:
+        """(content_id, ``column``) of the cached rows of ``ids``, in chunks of ``LOOKUP_CHUNK``
+        (SQLite's limit on bound parameters)."""
         wanted = list(dict.fromkeys(ids))
-        found: dict[str, tuple[str, ...]] = {}
+        found: list[tuple[str, Any]] = []
         with self._lock:
             for start in range(0, len(wanted), LOOKUP_CHUNK):
                 chunk = wanted[start : start + LOOKUP_CHUNK]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT content_id, categories FROM scores WHERE teacher_id = ? "
-                    f"AND categories IS NOT NULL AND content_id IN ({marks})",
+                found += self._conn.execute(
+                    f"SELECT content_id, {column} FROM scores WHERE teacher_id = ? "
+                    f"{where}AND content_id IN ({marks})",
                     [teacher_id, *chunk],
-                )
-                found.update({cid: tuple(json.loads(codes)) for cid, codes in rows})
+                ).fetchall()
         return found
 
     def put_many(

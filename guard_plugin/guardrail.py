@@ -112,6 +112,7 @@ from guard_plugin.screening import (
     ScreeningFacts,
     action_in_force,
     decide,
+    decision_for,
     public_facts,
     response_headers,
 )
@@ -189,7 +190,7 @@ class HarmAugGuardrail(CustomGuardrail):
             raise HookConfigError(f"guardrail {name!r}: harmaug_categories: {missing}")
         self.traffic = shared_traffic_logger(self.guard.settings)
         self.name = name
-        self._categories_warned: set[str] = set()  # guard versions warned about
+        self._categories_checked: set[str] = set()  # guard versions checked for the heads
 
     # -- LiteLLM hooks -------------------------------------------------------------------------
 
@@ -394,16 +395,14 @@ class HarmAugGuardrail(CustomGuardrail):
         if verdicts:
             threshold = verdicts[deciding].threshold
         fired = taxonomy_order(code for verdict in verdicts for code in verdict.fired)
-        action: CategoryAction = self.config.action
+        action: CategoryAction
         if reason:
             action = self.config.enforcing_action
             decision = decide(action, self.config.fail_mode, None)
         else:
             unsafe = any(v.unsafe for v in verdicts)
-            action = action_in_force(self.config.action, unsafe, fired, policies) or action
-            decision = decide(
-                self.config.action, self.config.fail_mode, unsafe, fired=fired, policies=policies
-            )
+            chosen = action_in_force(self.config.action, unsafe, fired, policies)
+            action, decision = chosen or self.config.action, decision_for(chosen)
         screening = Screening(
             guardrail=self.name,
             part=part,
@@ -490,9 +489,11 @@ class HarmAugGuardrail(CustomGuardrail):
         if not policies:
             return policies
         version = self.guard.version
+        if version in self._categories_checked:  # once per served version, not per call
+            return policies
+        self._categories_checked.add(version)
         missing = self._missing_categories()
-        if missing is not None and version not in self._categories_warned:
-            self._categories_warned.add(version)
+        if missing is not None:
             log.warning(
                 "guard_categories_missing",
                 guardrail=self.name,

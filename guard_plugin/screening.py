@@ -109,8 +109,12 @@ def decide(
     the most severe the entry can take)."""
     if unsafe is None:
         return "fail_closed" if fail_mode == "closed" and action != "shadow" else "fail_open"
-    chosen = action_in_force(action, unsafe, fired, policies)
-    return "allow" if chosen is None else UNSAFE_DECISION[chosen]
+    return decision_for(action_in_force(action, unsafe, fired, policies))
+
+
+def decision_for(action: CategoryAction | None) -> Decision:
+    """The decision of a scored part whose action in force is ``action`` (None: nothing applies)."""
+    return "allow" if action is None else UNSAFE_DECISION[action]
 
 
 def categories_named(codes: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,17 +76,18 @@ def tiny_calibration_pairs() -> list[tuple[str, str | None]]:
     return pairs
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny guard as a bundle written by distill.export: model.onnx + model.int8.onnx (served
-    when its parity check passes), backend onnx, 64-token windows, stride 16, 8 windows max."""
+def tiny_export(
+    hf_dir: Path, root: Path, version: str, pairs: list[tuple[str, str | None]], **extra: Any
+) -> Path:
+    """A tiny model as a bundle written by distill.export under ``root``: ONNX fp32 + int8
+    (served when parity passes), 64-token windows, stride 16, 8 windows max, threshold 0.5;
+    half the pairs calibrate int8, the other half check its parity."""
     from distill.export import write_bundle
 
-    pairs = tiny_calibration_pairs()
     result = write_bundle(
-        tiny_hf_dir,
-        tmp_path_factory.mktemp("tiny_onnx") / "bundle",
-        version="tiny-onnx-1",
+        hf_dir,
+        root / "bundle",
+        version=version,
         base_model="tiny-bert",
         max_length=64,
         window_stride=16,
@@ -95,8 +97,18 @@ def tiny_onnx_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory
         validation_pairs=pairs[::2],
         training_data={"source": "tests.tiny_guard"},
         metrics={},
+        **extra,
     )
     return result.path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_bundle(tiny_hf_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny guard as a bundle written by distill.export: model.onnx + model.int8.onnx (served
+    when its parity check passes), backend onnx, 64-token windows, stride 16, 8 windows max."""
+    return tiny_export(
+        tiny_hf_dir, tmp_path_factory.mktemp("tiny_onnx"), "tiny-onnx-1", tiny_calibration_pairs()
+    )
 
 
 @pytest.fixture(scope="session")
@@ -230,22 +242,10 @@ def tiny_category_bundle(
     """The tiny category-aware guard as a bundle written by distill.export: ``categories`` S1,
     S11, S12 (threshold 0.5) in guard.json, safetensors, model.onnx and model.int8.onnx (served
     when parity passes, categories included), 64-token windows."""
-    from distill.export import write_bundle
-
-    pairs = tiny_category_pairs()
-    result = write_bundle(
+    return tiny_export(
         tiny_category_hf_dir,
-        tmp_path_factory.mktemp("tiny_category") / "bundle",
-        version="tiny-categories-1",
-        base_model="tiny-bert",
-        max_length=64,
-        window_stride=16,
-        max_windows=8,
-        threshold=0.5,
-        calibration_pairs=pairs[1::2],
-        validation_pairs=pairs[::2],
-        training_data={"source": "tests.tiny_guard"},
-        metrics={},
+        tmp_path_factory.mktemp("tiny_category"),
+        "tiny-categories-1",
+        tiny_category_pairs(),
         categories=tiny_category_heads(),
     )
-    return result.path

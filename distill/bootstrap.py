@@ -344,7 +344,7 @@ def bootstrap(
             data.mix("train", "jailbreak"),
             base_model=student_base(),
             out_dir=stage_dir(run_dir, "jailbreak"),
-            recipe=recipe,
+            recipe=recipe.model_copy(update={"category_probe": False}),  # refit once, at the end
             progress=progress,
         )
         teacher_dir = teacher_run_dir(run_dir)

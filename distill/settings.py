@@ -116,6 +116,12 @@ class TrainRecipe(BaseModel):
         ge=0,
         description="Weight (lambda) of the category loss beside the safe/unsafe loss.",
     )
+    category_probe: bool = Field(
+        default=True,
+        description="After training, refit the category columns as linear probes on the "
+        "trained encoder's frozen features (distill.category_probe); the encoder and the "
+        "safe/unsafe columns are left as trained.",
+    )
     seed: int = Field(default=42, description="Seeds sampling, dropout and a new head's init.")
     checkpoint_every: int = Field(
         default=200, ge=1, description="Optimizer steps between checkpoints (one at the end too)."

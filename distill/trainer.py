@@ -16,7 +16,9 @@ categories are unknown adds nothing (it is never taught "no category"). A 2-labe
 from before the categories, retrained by the loop) is widened: its safe/unsafe rows are kept and
 the 14 new rows start as a new head would (the model's own initialiser, seeded by
 ``recipe.seed``), their biases at ``logit(CATEGORY_PRIOR)`` (a category is rare);
-``categories=False`` on a base with category columns drops them.
+``categories=False`` on a base with category columns drops them. After training, with
+``recipe.category_probe``, the category rows are refitted on the trained encoder's frozen features
+(``distill.category_probe``; what it fitted on goes to ``<out>/category_probe.json``).
 
 The same code runs in one process or data-parallel under ``accelerate launch``: each process
 takes its share of every global batch and the loss is normalised by the global example count,
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distill.categories import HEAD_OFFSET, head_categories, head_id2label
+from distill.category_probe import refit_category_columns
 from distill.data import (
     Batch,
     build_training_set,
@@ -207,6 +210,15 @@ def train(
 
     wall = time.perf_counter() - started
     if accelerator.is_main_process:
+        if n_categories and recipe.category_probe:
+            probe = refit_category_columns(
+                accelerator.unwrap_model(model),
+                examples,
+                pad_token_id=tokenizer.pad_token_id,
+                input_names=tokenizer.model_input_names,
+                seed=recipe.seed,
+            )
+            _write_json(run.root / "category_probe.json", probe)
         run.save_model(accelerator.unwrap_model(model), tokenizer)
     accelerator.wait_for_everyone()
     result = TrainResult(
@@ -646,6 +658,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         help="train the 14 Llama Guard 3 category columns too (--no-categories: the 2-label "
         "model; default: HARMAUG_TRAIN__CATEGORIES, else follow the base)",
     )
+    parser.add_argument(
+        "--category-probe",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="refit the category columns as linear probes after training (default: "
+        "HARMAUG_TRAIN__CATEGORY_PROBE, else on)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over, ignoring checkpoints")
     parser.add_argument("--threads", type=int, help="torch intra-op threads per process")
     parser.set_defaults(func=_cmd_train)
@@ -655,7 +674,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from distill.records import read_jsonl
     from distill.settings import DistillSettings
 
-    given = {name: getattr(args, name) for name in [*RECIPE_FLAGS.values(), "categories"]}
+    switches = ["categories", "category_probe"]
+    given = {name: getattr(args, name) for name in [*RECIPE_FLAGS.values(), *switches]}
     overrides = {name: value for name, value in given.items() if value is not None}
     try:
         recipe = TrainRecipe.model_validate({**DistillSettings().train.model_dump(), **overrides})

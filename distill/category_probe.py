@@ -101,11 +101,16 @@ def window_features(
     for i in order:
         n = len(examples[i].windows)
         rows[i], at = found[at : at + n], at + n
+    return torch.cat(rows), _spans([len(example.windows) for example in examples])
+
+
+def _spans(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive row ranges [start, end) of parts of these lengths."""
     spans, row = [], 0
-    for example in examples:
-        spans.append((row, row + len(example.windows)))
-        row += len(example.windows)
-    return torch.cat(rows), spans
+    for length in lengths:
+        spans.append((row, row + length))
+        row += length
+    return spans
 
 
 def fit_rows(
@@ -150,11 +155,7 @@ def _subset(
     features: torch.Tensor, spans: Sequence[tuple[int, int]], chosen: Sequence[int]
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     rows = [features[spans[i][0] : spans[i][1]] for i in chosen]
-    out, at = [], 0
-    for part in rows:
-        out.append((at, at + len(part)))
-        at += len(part)
-    return torch.cat(rows), out
+    return torch.cat(rows), _spans([len(part) for part in rows])
 
 
 def example_scores(

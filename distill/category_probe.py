@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -125,12 +125,7 @@ def fit_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Category rows (weight, bias) fitted to ``targets`` (examples x categories) on the window
     ``features``, starting from ``weight``/``bias``; each example's logit is its windows' max."""
-    longest = max(end - start for start, end in spans)
-    index = torch.zeros((len(spans), longest), dtype=torch.long)
-    real = torch.zeros((len(spans), longest), dtype=torch.bool)
-    for row, (start, end) in enumerate(spans):
-        index[row, : end - start] = torch.arange(start, end)
-        real[row, : end - start] = True
+    example_max = _window_max(spans)
     positives = targets.sum(0)
     pos_weight = ((len(targets) - positives) / positives.clamp(min=1.0)).clamp(
         1.0, MAX_POSITIVE_WEIGHT
@@ -140,9 +135,7 @@ def fit_rows(
     optimizer = torch.optim.Adam([w, b], lr=FIT_LR)
     with torch.enable_grad():
         for _ in range(steps):
-            window_logits = features @ w.T + b
-            per_window = window_logits[index].masked_fill(~real[..., None], float("-inf"))
-            logits = per_window.max(dim=1).values
+            logits = example_max(features @ w.T + b)
             loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
             loss = loss + l2 * w.pow(2).sum()
             optimizer.zero_grad()
@@ -165,8 +158,23 @@ def example_scores(
     bias: torch.Tensor,
 ) -> torch.Tensor:
     """Per example and category, the highest logit over its windows."""
-    logits = features @ weight.T + bias
-    return torch.stack([logits[start:end].max(dim=0).values for start, end in spans])
+    return _window_max(spans)(features @ weight.T + bias)
+
+
+def _window_max(spans: Sequence[tuple[int, int]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function from window logits (windows x K) to each example's highest (examples x K),
+    with the gather index built once (the fit calls it every step)."""
+    longest = max(end - start for start, end in spans)
+    index = torch.zeros((len(spans), longest), dtype=torch.long)
+    real = torch.zeros((len(spans), longest, 1), dtype=torch.bool)
+    for row, (start, end) in enumerate(spans):
+        index[row, : end - start] = torch.arange(start, end)
+        real[row, : end - start] = True
+
+    def example_max(window_logits: torch.Tensor) -> torch.Tensor:
+        return window_logits[index].masked_fill(~real, float("-inf")).max(dim=1).values
+
+    return example_max
 
 
 def choose_l2(

@@ -10,8 +10,9 @@
    response) pair as a completion. They need no label (the student gives the target), so the
    retraining cycle's traffic counts as much as the seed mix;
 3. cuts: per part (prompts, completions), the highest cut under which the first stage alone
-   clears at most ``MAX_MISSED`` of the validation items that are unsafe and that the student
-   catches at its threshold; recorded with the rates measured there;
+   clears a new unsafe item that the student catches at its threshold with probability at most
+   ``MAX_MISSED``, bounded from the validation items the student catches (:func:`choose_cut`);
+   recorded with the rates measured there;
 4. gate: on the test set, the cascade (first stage where it clears, the student elsewhere) may
    lose at most ``MAX_RECALL_LOSS`` of the student's recall at the threshold
    (:func:`cascade_metrics`); a first stage over that is left out of the bundle, and the
@@ -53,6 +54,7 @@ FIT_EPOCHS = 8
 HEAD_LR = 1e-3
 EMBEDDING_LR = 3e-3
 HEAD_BATCH = 256
+BUCKET_BATCHES = 16
 PARITY_TOLERANCE = 1e-3
 TRAIN_ITEMS = 20000
 MAX_MISSED = 0.005
@@ -160,10 +162,9 @@ def fit_first_stage(
         torch.optim.AdamW(head.parameters(), lr=HEAD_LR, weight_decay=1e-4),
     ]
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    lengths = [(len(context_ids[i]), len(ids)) for i, ids in enumerate(text_ids)]
     for _ in range(FIT_EPOCHS):
-        order = torch.randperm(len(y), generator=generator).tolist()
-        for start in range(0, len(order), HEAD_BATCH):
-            index = order[start : start + HEAD_BATCH]
+        for index in _batches(lengths, generator):
             loss = (loss_fn(logits(index), y[index]) * weights[index]).mean()
             for optimizer in optimizers:
                 optimizer.zero_grad()
@@ -196,18 +197,42 @@ def fit_first_stage(
     return fitted
 
 
+def _batches(lengths: Sequence[tuple[int, int]], generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches of row indices: shuffled, then sorted by (context, text) length within
+    groups of ``BUCKET_BATCHES`` batches so that a batch pads little (a batch of random rows pads
+    every context to the longest prompt among them), the batches in random order."""
+    import torch
+
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = HEAD_BATCH * BUCKET_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group):
+        bucket = sorted(order[start : start + group], key=lengths.__getitem__)
+        batches += [bucket[at : at + HEAD_BATCH] for at in range(0, len(bucket), HEAD_BATCH)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[at] for at in shuffled]
+
+
 def choose_cut(
     first: np.ndarray, caught: np.ndarray, threshold: float, max_missed: float = MAX_MISSED
 ) -> float:
-    """The highest cut that clears at most ``max_missed`` of the ``caught`` items (first-stage
-    scores below the cut are cleared), and never above ``threshold``: what the first stage clears
-    it scores below the threshold, so its verdict is "safe" like the student's would be. 0.0
-    (clear nothing) when nothing was caught."""
+    """The cut (first-stage scores below it are cleared) such that a new item like the ``caught``
+    ones is cleared with probability at most ``max_missed``, and never above ``threshold``: what
+    the first stage clears it scores below the threshold, so its verdict is "safe" like the
+    student's would be. 0.0 (clear nothing) when nothing was caught.
+
+    The cut is the k-th lowest of the n caught items' scores, k = floor(max_missed * (n + 1)):
+    a new exchangeable item falls below it with probability k / (n + 1) (the conformal bound),
+    so k - 1 validation items are cleared. Taking the (k+1)-th, as if clearing k of n were
+    clearing max_missed of the new ones, nearly doubles the expected miss rate when k is 1 or 2
+    (2 / 218 against 1 / 218 with 217 caught). With fewer than ``1 / max_missed - 1`` caught
+    items k is 0 and no cut meets the bound; the lowest score is taken then (it clears no caught
+    validation item), and the gate on the test set (``MAX_RECALL_LOSS``) decides."""
     scores = np.sort(first[caught & np.isfinite(first)])
     if scores.size == 0:
         return 0.0
-    allowed = int(np.floor(max_missed * scores.size))
-    return min(float(scores[allowed]), threshold)
+    k = max(1, int(np.floor(max_missed * (scores.size + 1))))
+    return min(float(scores[k - 1]), threshold)
 
 
 def routed(

@@ -86,9 +86,10 @@ class FirstStageManifest(BaseModel):
     """``guard.json``'s ``first_stage``: the cascade's cheap scorer and its clear-safe cuts.
 
     An item whose first-stage score is below its part's cut is decided safe without the student.
-    Each cut is chosen on validation so that the first stage alone misses at most
-    ``max_missed`` of the unsafe items the student catches at its threshold
-    (``distill.cascade``); ``metrics`` holds the rates measured there and on the test set.
+    Each cut is chosen on validation so that the first stage alone clears an unsafe item the
+    student would catch at its threshold with probability at most ``max_missed`` (a conformal
+    bound from the caught validation items, ``distill.cascade.choose_cut``); ``metrics`` holds the
+    rates measured there and on the test set.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -102,7 +103,8 @@ class FirstStageManifest(BaseModel):
         default=0.005,
         ge=0.0,
         le=1.0,
-        description="Share of student-caught unsafe items the cut may clear, on validation.",
+        description="Probability with which the cut may clear an unsafe item the student "
+        "catches, bounded on validation.",
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
 

@@ -108,7 +108,8 @@ def requests(
 
 
 NOOP = "noop"
-FROZEN = "heap-frozen"  # no guardrail; a callback freezes the start-up heap
+FROZEN = "heap-frozen"
+COMPARED = "cascade_compared"  # no guardrail; a callback freezes the start-up heap
 
 
 def write_config(path: Path, *, guard: str | None, threshold: float | None) -> Path:
@@ -298,6 +299,20 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64, help="tokens per user message, about")
     parser.add_argument("--harmful-share", type=float, default=0.05)
     parser.add_argument(
+        "--compare-guard",
+        default=None,
+        help="a second guard (registry version or bundle path), e.g. the previous champion, "
+        "served as `cascade_compared` in the same interleaved run",
+    )
+    parser.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of `cascade_compared` (repeatable), e.g. HARMAUG_THREADS=1; with no "
+        "--compare-guard, the same guard with these settings",
+    )
+    parser.add_argument(
         "--threshold", type=float, help="entry threshold (1.0: score every call, block none)"
     )
     args = parser.parse_args()
@@ -352,6 +367,12 @@ def main() -> int:
         "cascade": ("harmaug", guarded),
         "student_only": ("harmaug", {**guarded, "HARMAUG_CASCADE": "false"}),
     }
+    if args.compare_guard or args.compare_env:
+        other = resolve_guard_path(GuardSettings(guard=args.compare_guard or args.guard))
+        settings_env = dict(item.split("=", 1) for item in args.compare_env)
+        results["compared"] = {"guard": str(other), "env": settings_env}
+        variants[COMPARED] = ("harmaug", {**guarded, "HARMAUG_GUARD": str(other), **settings_env})
+    guarded_names = [name for name in ("cascade", "student_only", COMPARED) if name in variants]
     with tempfile.TemporaryDirectory(prefix="harmaug-bench-") as tmp:
         root = Path(tmp)
         proxies: dict[str, ProxyProcess] = {}
@@ -364,9 +385,9 @@ def main() -> int:
             for proxy in proxies.values():
                 proxy.stop()
     without = results["without_guard"]["loaded"]
-    for name in ("without_guard_gc_frozen", "noop_guardrail", "cascade", "student_only"):
+    for name in ("without_guard_gc_frozen", "noop_guardrail", *guarded_names):
         results[f"{name}_vs_without"] = compare(results, name)
-    for name in ("noop_guardrail", "cascade", "student_only"):
+    for name in ("noop_guardrail", *guarded_names):
         results[f"{name}_vs_without_gc_frozen"] = compare(results, name, "without_guard_gc_frozen")
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = {"throughput_ratio_min": 0.85, "added_p50_ms_max": 5.0}

@@ -108,8 +108,8 @@ def requests(
 
 
 NOOP = "noop"
-FROZEN = "heap-frozen"
-COMPARED = "cascade_compared"  # no guardrail; a callback freezes the start-up heap
+FROZEN = "heap-frozen"  # no guardrail; a callback freezes the start-up heap
+COMPARED = "cascade_compared"  # --compare-guard / --compare-env
 
 
 def write_config(path: Path, *, guard: str | None, threshold: float | None) -> Path:
@@ -316,6 +316,8 @@ def main() -> int:
         "--threshold", type=float, help="entry threshold (1.0: score every call, block none)"
     )
     args = parser.parse_args()
+    if any("=" not in item for item in args.compare_env):
+        parser.error(f"--compare-env takes KEY=VALUE, got {args.compare_env}")
 
     from guard_plugin.locate import resolve_guard_path
     from guard_plugin.model import GuardModel

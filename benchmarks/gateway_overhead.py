@@ -310,7 +310,8 @@ def main() -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a setting of `cascade_compared` (repeatable), e.g. HARMAUG_THREADS=1; with no "
-        "--compare-guard, the same guard with these settings",
+        "--compare-guard, the same guard with these settings. Its slot is not neutral: an A/A "
+        "run (a setting equal to the default) measured it ~0.02x ahead of `cascade`",
     )
     parser.add_argument(
         "--threshold", type=float, help="entry threshold (1.0: score every call, block none)"

@@ -44,8 +44,8 @@ class GuardSettings(BaseSettings):
         default=2,
         ge=1,
         description="Intra-op threads of the model backend. 2 makes a long prompt ~1.6x faster; "
-        "under 100 tokens it buys no latency and costs ~1.5x the CPU, so a gateway bound by CPU "
-        "on short prompts serves more with 1 (docs/experiments.md, stop 29).",
+        "under 100 tokens it buys no latency and costs ~1.5x the CPU per forward "
+        "(docs/experiments.md, stop 29).",
     )
     workers: int = Field(
         default=2,

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -161,14 +161,27 @@ def epoch_batches(
     else:
         order = torch.randperm(n, generator=generator).tolist()
     size = recipe.batch_size
-    if recipe.length_bucketing:
-        pool = size * recipe.bucket_size
+    pool = size * recipe.bucket_size if recipe.length_bucketing else None
+    return length_batches(order, lambda i: examples[i].tokens, size, pool, generator)
+
+
+def length_batches(
+    order: list[int],
+    length: Callable[[int], Any],
+    size: int,
+    pool: int | None,
+    generator: torch.Generator,
+) -> list[list[int]]:
+    """``order`` (indices, already drawn) cut into batches of ``size``, in random order; with a
+    ``pool``, the indices are first sorted by ``length`` within consecutive runs of ``pool`` so
+    that a batch pads little."""
+    if pool:
         order = [
             index
-            for start in range(0, n, pool)
-            for index in sorted(order[start : start + pool], key=lambda i: examples[i].tokens)
+            for start in range(0, len(order), pool)
+            for index in sorted(order[start : start + pool], key=length)
         ]
-    batches = [order[start : start + size] for start in range(0, n, size)]
+    batches = [order[start : start + size] for start in range(0, len(order), size)]
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffled]
 

@@ -73,15 +73,28 @@ def split_of(prompt: str, seeds: SeedSettings) -> str:
     return "train"
 
 
+def _file_sha256(source: WrittenSource) -> str:
+    return hashlib.sha256(source.path.read_bytes()).hexdigest()
+
+
 def seeds_current(settings: DistillSettings) -> bool:
-    """Whether the seeds directory holds splits of this format, read from the configured sources."""
+    """Whether the seeds directory holds splits of this format, read from the configured sources,
+    with the sets written for this project as they are now (a package upgrade that changes one
+    rebuilds the splits; a changed wheel pin comes with a new ``SEEDS_FORMAT``)."""
     path = settings.seeds_dir() / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    tags = [source.tag for source in select_sources(settings.seeds.sources)]
-    return manifest.get("format") == SEEDS_FORMAT and list(manifest.get("sources", {})) == tags
+    chosen = select_sources(settings.seeds.sources)
+    built = manifest.get("sources", {})
+    if manifest.get("format") != SEEDS_FORMAT or list(built) != [s.tag for s in chosen]:
+        return False
+    return all(
+        built[source.tag].get("sha256") == _file_sha256(source)
+        for source in chosen
+        if isinstance(source, WrittenSource)
+    )
 
 
 def read_source(source: SeedSource, wheel_path: Path) -> Iterator[Example]:
@@ -198,7 +211,7 @@ def build_seeds(
             parsed.extend(records)
             source_info[source.tag] = {
                 "file": source.origin,
-                "sha256": hashlib.sha256(source.path.read_bytes()).hexdigest(),
+                "sha256": _file_sha256(source),
                 "licence": source.licence,
                 "description": source.description,
                 "records": len(records),

@@ -87,8 +87,8 @@ class FirstStageManifest(BaseModel):
 
     An item whose first-stage score is below its part's cut is decided safe without the student.
     Each cut is chosen on validation so that the first stage alone clears an unsafe item the
-    student would catch at its threshold with probability at most ``max_missed`` (a conformal
-    bound from the caught validation items, ``distill.cascade.choose_cut``); ``metrics`` holds the
+    student would catch at its threshold with probability at most ``max_missed`` (a bound from the
+    caught validation items, ``distill.cascade.choose_cut``); ``metrics`` holds the
     rates measured there and on the test set.
     """
 

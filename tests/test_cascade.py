@@ -222,6 +222,21 @@ def test_the_cut_clears_at_most_the_allowed_share_of_caught_items() -> None:
     assert (first[few] < choose_cut(first, few, 1.0, 0.005)).sum() == 0
 
 
+def test_choose_cut_with_few_caught_items_still_misses_at_most_the_bound() -> None:
+    """53 caught items (the validation set's caught pairs): no rank meets 0.5%, and the lowest
+    score clears a new item with probability 1 / 54; the scaled cut keeps it within 0.5%."""
+    rng = np.random.default_rng(3)
+    every = np.ones(53, dtype=bool)
+    # uniform scores: a new item is cleared with probability equal to the cut
+    cuts = [choose_cut(rng.uniform(0, 1, 53), every, 1.0, 0.005) for _ in range(20000)]
+    assert float(np.mean(cuts)) == pytest.approx(0.005, rel=0.05)
+    # scores piled up near 1 (what a caught item looks like): further inside the bound
+    cuts = [choose_cut(rng.beta(4, 1, 53), every, 1.0, 0.005) for _ in range(20000)]
+    assert float(np.mean([c**4 for c in cuts])) < 0.005  # the Beta(4, 1) CDF is x**4
+    scores = rng.uniform(0, 1, 53)
+    assert choose_cut(scores, every, 1.0, 0.005) == pytest.approx(0.27 * scores.min())
+
+
 def test_cascade_metrics_count_what_the_first_stage_cleared() -> None:
     labels = np.array([1, 1, 1, 0, 0, 0])
     student = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1])
@@ -305,7 +320,7 @@ def test_sealing_drops_a_first_stage_that_loses_recall_on_the_test_set(
     monkeypatch.setattr(
         "guard_plugin.first_stage.FirstStage.scores", lambda self, items: np.zeros(len(items))
     )
-    monkeypatch.setattr("distill.cascade.choose_cut", lambda first, caught, threshold: threshold)
+    monkeypatch.setattr("distill.cascade.choose_cut", lambda first, caught, threshold, _: threshold)
     bundle = seal(tiny_hf_dir, tmp_path / "bundle", toy_train_records)
     assert bundle.manifest.first_stage is None and not (bundle.path / "stage1").exists()
     dropped = bundle.manifest.metrics["first_stage_dropped"]

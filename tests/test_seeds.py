@@ -996,3 +996,21 @@ def test_seeds_of_an_earlier_format_or_of_other_sources_are_rebuilt(
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "format": seeds.SEEDS_FORMAT - 1}))
     assert not seeds.seeds_current(settings)
+
+
+def test_seeds_are_rebuilt_when_a_written_set_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrading the package with more written content must not train on the old splits."""
+    (content,) = seed_sources.WRITTEN_SOURCES
+    copy = tmp_path / "content.jsonl"
+    lines = content.path.read_text(encoding="utf-8").splitlines(keepends=True)
+    copy.write_text("".join(lines[:40]), encoding="utf-8")
+    monkeypatch.setattr(seed_sources, "WRITTEN_SOURCES", (dataclasses.replace(content, path=copy),))
+    settings = settings_for(tmp_path / "home", sources=[content.tag])
+    seeds.build_seeds(settings, progress=False)  # a written set: nothing to download
+    assert seeds.seeds_current(settings)
+    copy.write_text("".join(lines[:41]), encoding="utf-8")
+    assert not seeds.seeds_current(settings)
+    seeds.build_seeds(settings, progress=False)
+    assert seeds.seeds_current(settings)

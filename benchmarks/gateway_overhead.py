@@ -20,7 +20,10 @@ trained on: the seed test split's prompts (benign requests and statements; harmf
 the held-out benign-but-edgy questions (``distill.heldout``). Those prompts are short (median 11
 tokens), so each request joins prompts of its kind into one user message of about ``--tokens``
 (64) tokens; a harmful request is one harmful prompt among benign ones. The guarded proxies run
-with the score cache off (``HARMAUG_CACHE_SIZE=0``): a prompt drawn twice is scored twice. From
+with the score cache off (``HARMAUG_CACHE_SIZE=0``): a prompt drawn twice is scored twice. The
+mock upstream answers with ``--answers`` (16) safe answers of the seed test split, 16-128 tokens,
+one mock model each, picked by the request's text (0: one fixed answer, which every first stage
+clears and so hides what the completion cut costs). From
 the ``x-harmaug-stage`` header (and the 400 body) the benchmark counts, per part, how many items
 the first stage decided and how many reached the student. Prints one JSON object::
 
@@ -44,6 +47,7 @@ import statistics
 import sys
 import tempfile
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,36 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.proxy_process import ProxyProcess, free_port, proxy_command  # noqa: E402
 
 SAFE_ANSWER = "sure, here is a simple plan for a relaxed weekend with friends and good food"
+# The upstream's answers (``--answers``): one mock model per answer, a request's model picked
+# from its text. Safe answers of the seed test split, 16 to 128 tokens (one student window).
+ANSWER_TOKENS = (16, 128)
+
+
+def answer_pool(home: Path, count: int, count_tokens: Any) -> list[str]:
+    """``count`` distinct safe answers from the seed test split (``[SAFE_ANSWER]`` for 0)."""
+    from distill.records import read_jsonl
+    from distill.settings import DistillSettings
+
+    if count == 0:
+        return [SAFE_ANSWER]
+    test_file = DistillSettings(home=home).seeds_dir() / "test.jsonl"
+    low, high = ANSWER_TOKENS
+    answers = sorted(
+        {
+            record.response
+            for record in read_jsonl(test_file)
+            if record.response and record.label == 0
+            and low <= count_tokens(record.response) <= high
+        }
+    )  # fmt: skip
+    if len(answers) < count:
+        raise SystemExit(f"{test_file}: {len(answers)} safe answers of {low}-{high} tokens")
+    return random.Random(0).sample(answers, count)
+
+
+def model_for(text: str, answers: int) -> str:
+    """The mock model that answers this text (the same one on every proxy)."""
+    return f"mock-{zlib.crc32(text.encode()) % answers}"
 
 
 def traffic_pool(home: Path) -> tuple[list[str], list[str]]:
@@ -112,20 +146,23 @@ FROZEN = "heap-frozen"  # no guardrail; a callback freezes the start-up heap
 COMPARED = "cascade_compared"  # --compare-guard / --compare-env
 
 
-def write_config(path: Path, *, guard: str | None, threshold: float | None) -> Path:
+def write_config(
+    path: Path, *, guard: str | None, threshold: float | None, answers: list[str]
+) -> Path:
     """The proxy's config; ``guard``: None, ``FROZEN`` (no guardrail, start-up heap frozen),
     ``NOOP`` (the guardrail that screens nothing, copied beside the config, where LiteLLM
-    resolves it), or the harmaug guard."""
+    resolves it), or the harmaug guard; one mock model per answer."""
     config: dict[str, Any] = {
         "model_list": [
             {
-                "model_name": "mock",
+                "model_name": f"mock-{index}",
                 "litellm_params": {
                     "model": "openai/mock",
                     "api_key": "not-used",
-                    "mock_response": SAFE_ANSWER,
+                    "mock_response": answer,
                 },
             }
+            for index, answer in enumerate(answers)
         ],
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }
@@ -148,7 +185,7 @@ def write_config(path: Path, *, guard: str | None, threshold: float | None) -> P
 
 
 async def drive(
-    proxy: ProxyProcess, texts: list[str], concurrency: int
+    proxy: ProxyProcess, texts: list[str], concurrency: int, answers: int
 ) -> tuple[list[float], float, Counter[str]]:
     """Send every text once with ``concurrency`` clients; latencies (ms), wall time (s), and
     counts: answers ``ok`` (200), ``blocked`` (400 from the guard) or ``errors``, and per part
@@ -166,7 +203,10 @@ async def drive(
         async def worker() -> None:
             while not queue.empty():
                 text = queue.get_nowait()
-                body = {"model": "mock", "messages": [{"role": "user", "content": text}]}
+                body = {
+                    "model": model_for(text, answers),
+                    "messages": [{"role": "user", "content": text}],
+                }
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body)
                 latencies.append((time.perf_counter() - started) * 1000.0)
@@ -176,7 +216,8 @@ async def drive(
                     counts.update(stage for stage in stages.split(",") if stage)
                 elif response.status_code == 400 and "harmaug" in response.text:
                     counts["blocked"] += 1
-                    counts["prompt=student"] += 1  # only the student blocks
+                    decided = blocked_by(response.json())
+                    counts.update([decided, "blocked_" + decided.split("=")[0]])
                 else:
                     counts["errors"] += 1
 
@@ -184,6 +225,14 @@ async def drive(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     return latencies, wall, counts
+
+
+def blocked_by(body: dict[str, Any]) -> str:
+    """``part=stage`` of a guard's 400 (the error's ``harmaug`` block): the prompt or the
+    completion, judged by the student. A blocked completion's prompt passed, at a stage the
+    error does not say, so it is left out of the prompt's share."""
+    verdict = body["error"]["provider_specific_fields"]["harmaug"]
+    return f"{verdict['part']}={verdict['stage']}"
 
 
 def group_cpu_s(pgid: int) -> float:
@@ -237,7 +286,10 @@ class Tally:
                 "client_cpu_ms_per_request": round(1000 * self.client_cpu_s / len(self.loaded), 2),
             },
             "unloaded": {"requests": len(self.unloaded), **percentiles(self.unloaded)},
-            **{key: self.outcomes[key] for key in ("ok", "blocked", "errors")},
+            **{
+                key: self.outcomes[key]
+                for key in ("ok", "blocked", "blocked_prompt", "blocked_completion", "errors")
+            },
             "student_share": student_share(self.outcomes),
         }
 
@@ -252,7 +304,7 @@ def student_share(counts: Counter[str]) -> dict[str, float | None]:
 
 
 def measure(
-    proxies: dict[str, ProxyProcess], args: argparse.Namespace, traffic: Any
+    proxies: dict[str, ProxyProcess], args: argparse.Namespace, traffic: Any, answers: int
 ) -> dict[str, Any]:
     """Interleaved rounds (the order flips every round), so that drift in the machine's load
     hits every proxy alike: a loaded burst, then sequential calls, per proxy per round; each
@@ -265,7 +317,7 @@ def measure(
         return [text for text, _ in traffic(count, seed)]
 
     for index, proxy in enumerate(proxies.values()):
-        asyncio.run(drive(proxy, texts(args.warmup, seed=1000 + index), 8))
+        asyncio.run(drive(proxy, texts(args.warmup, seed=1000 + index), 8, answers))
     for round_ in range(args.rounds):
         order = list(proxies) if round_ % 2 == 0 else list(reversed(proxies))
         for name in order:
@@ -273,11 +325,12 @@ def measure(
             pgid = proxies[name].process.pid  # the proxy leads its own session / process group
             proxy_cpu, client_cpu = group_cpu_s(pgid), time.process_time()
             burst = texts(per_round, seed)
-            tallies[name].add(*asyncio.run(drive(proxies[name], burst, args.concurrency)), True)
+            driven = asyncio.run(drive(proxies[name], burst, args.concurrency, answers))
+            tallies[name].add(*driven, True)
             tallies[name].proxy_cpu_s += group_cpu_s(pgid) - proxy_cpu
             tallies[name].client_cpu_s += time.process_time() - client_cpu
             calls = texts(sequential, seed + 1)
-            tallies[name].add(*asyncio.run(drive(proxies[name], calls, 1)), False)
+            tallies[name].add(*asyncio.run(drive(proxies[name], calls, 1, answers)), False)
     return {name: tally.summary(args.concurrency) for name, tally in tallies.items()}
 
 
@@ -298,6 +351,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per proxy")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per user message, about")
     parser.add_argument("--harmful-share", type=float, default=0.05)
+    parser.add_argument(
+        "--answers",
+        type=int,
+        default=16,
+        help="distinct safe answers of the mock upstream, from the seed test split (0: one fixed "
+        "answer, as before 2026-12-07)",
+    )
     parser.add_argument(
         "--compare-guard",
         default=None,
@@ -333,6 +393,7 @@ def main() -> int:
         return len(tokenizer(text)["input_ids"])
 
     pool = traffic_pool(settings.home)
+    answers = answer_pool(settings.home, args.answers, count_tokens)
 
     def traffic(count: int, seed: int) -> list[tuple[str, bool]]:
         return requests(
@@ -357,6 +418,8 @@ def main() -> int:
             "harmful_share": args.harmful_share,
             "tokens_p50": statistics.median(lengths),
             "tokens_p90": statistics.quantiles(lengths, n=10)[8],
+            "answers": len(answers),
+            "answer_tokens_p50": statistics.median(count_tokens(a) for a in answers),
         },
         "cpu_count": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -381,9 +444,11 @@ def main() -> int:
         proxies: dict[str, ProxyProcess] = {}
         try:
             for name, (guard, env) in variants.items():
-                config = write_config(root / f"{name}.yaml", guard=guard, threshold=args.threshold)
+                config = write_config(
+                    root / f"{name}.yaml", guard=guard, threshold=args.threshold, answers=answers
+                )
                 proxies[name] = run_proxy(config, root / f"{name}.log", env)
-            results.update(measure(proxies, args, traffic))
+            results.update(measure(proxies, args, traffic, len(answers)))
         finally:
             for proxy in proxies.values():
                 proxy.stop()

@@ -1,9 +1,10 @@
 """Gateway throughput with traffic logging on vs off: two LiteLLM proxies with the guard, measured
-one after the other in one run under the same load (``benchmarks/gateway_overhead.py``'s driver).
+in interleaved rounds in one run under the same load (``benchmarks/gateway_overhead.py``'s
+driver and its benign traffic, about ``--tokens`` tokens a message).
 
-Every prompt is unique, so every call is scored and logged (prompt and completion screenings:
-two traffic records per call, written to SQLite by the logger's background thread). Prints one
-JSON object::
+Every prompt is unique (a request number is appended), so every call is scored and logged (prompt
+and completion screenings: two traffic records per call, written to SQLite by the logger's
+background thread). Prints one JSON object::
 
     python benchmarks/traffic_logging.py [--guard champion|VERSION|PATH] [--requests 2000]
 
@@ -24,7 +25,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from adapters.traffic import SQLiteTrafficStore  # noqa: E402
-from benchmarks.gateway_overhead import measure, run_proxy, write_config  # noqa: E402
+from benchmarks.gateway_overhead import (  # noqa: E402
+    SAFE_ANSWER,
+    measure,
+    requests,
+    run_proxy,
+    traffic_pool,
+    write_config,
+)
 
 
 def main() -> int:
@@ -34,34 +42,57 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--words", type=int, default=48)
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per user message, about")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per proxy")
     parser.add_argument("--threshold", type=float, default=1.0, help="1.0: block nothing")
     args = parser.parse_args()
 
     from guard_plugin.locate import resolve_guard_path
+    from guard_plugin.model import GuardModel
     from guard_plugin.settings import GuardSettings
 
-    guard_path = resolve_guard_path(GuardSettings(guard=args.guard))
+    settings = GuardSettings(guard=args.guard)
+    guard_path = resolve_guard_path(settings)
+    tokenizer = GuardModel.load(guard_path, settings).tokenizer
+    benign = (traffic_pool(settings.home)[0], [])
+
+    def traffic(count: int, seed: int) -> list[tuple[str, bool]]:
+        texts = requests(
+            benign,
+            count,
+            tokens=args.tokens,
+            harmful_share=0.0,
+            count_tokens=lambda text: len(tokenizer(text)["input_ids"]),
+            seed=seed,
+        )
+        return [
+            (f"{text} (request {seed}-{index})", False) for index, (text, _) in enumerate(texts)
+        ]
+
     results: dict[str, Any] = {"guard": str(guard_path), "cpu_count": os.cpu_count()}
+    stores = {}
     with tempfile.TemporaryDirectory(prefix="harmaug-bench-") as tmp:
         root = Path(tmp)
-        config = write_config(root / "config.yaml", guard=True, threshold=args.threshold)
-        for name, logging_on in (("logging_off", False), ("logging_on", True)):
-            store = root / f"{name}.sqlite"
-            env = {
-                "HARMAUG_GUARD": str(guard_path),
-                "HARMAUG_TRAFFIC_LOG": str(logging_on).lower(),
-                "HARMAUG_TRAFFIC_STORE": str(store),
-                "HARMAUG_HOME": str(root / "home"),
-            }
-            proxy = run_proxy(config, root / f"{name}.log", env)
-            try:
-                results[name] = measure(proxy, args, seed=0)
-            finally:
+        config = write_config(
+            root / "config.yaml", guard="harmaug", threshold=args.threshold, answers=[SAFE_ANSWER]
+        )
+        proxies = {}
+        try:
+            for name, logging_on in (("logging_off", False), ("logging_on", True)):
+                stores[name] = root / f"{name}.sqlite"
+                env = {
+                    "HARMAUG_GUARD": str(guard_path),
+                    "HARMAUG_TRAFFIC_LOG": str(logging_on).lower(),
+                    "HARMAUG_TRAFFIC_STORE": str(stores[name]),
+                    "HARMAUG_HOME": str(root / "home"),
+                }
+                proxies[name] = run_proxy(config, root / f"{name}.log", env)
+            results.update(measure(proxies, args, traffic, 1))
+        finally:
+            for proxy in proxies.values():
                 proxy.stop()
-            if logging_on:
-                records, _ = SQLiteTrafficStore(store).read_since(0, 10_000_000)
-                results[name]["records_stored"] = len(records)
+        records, _ = SQLiteTrafficStore(stores["logging_on"]).read_since(0, 10_000_000)
+        results["logging_on"]["records_stored"] = len(records)
     ratio = (
         results["logging_on"]["loaded"]["throughput_rps"]
         / results["logging_off"]["loaded"]["throughput_rps"]

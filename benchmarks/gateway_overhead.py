@@ -75,14 +75,8 @@ def answer_pool(home: Path, count: int, count_tokens: Any) -> list[str]:
         return [SAFE_ANSWER]
     test_file = DistillSettings(home=home).seeds_dir() / "test.jsonl"
     low, high = ANSWER_TOKENS
-    answers = sorted(
-        {
-            record.response
-            for record in read_jsonl(test_file)
-            if record.response and record.label == 0
-            and low <= count_tokens(record.response) <= high
-        }
-    )  # fmt: skip
+    safe = sorted({r.response for r in read_jsonl(test_file) if r.response and r.label == 0})
+    answers = [answer for answer in safe if low <= count_tokens(answer) <= high]
     if len(answers) < count:
         raise SystemExit(f"{test_file}: {len(answers)} safe answers of {low}-{high} tokens")
     return random.Random(0).sample(answers, count)

@@ -107,6 +107,10 @@ class WrittenSource:
     def origin(self) -> str:
         return f"{self.path.parent.parent.name}/{self.path.parent.name}/{self.path.name}"
 
+    def sha256(self) -> str:
+        """The file's hash as it is now (recorded in the seeds' manifest)."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
 
 AnySource = SeedSource | WrittenSource
 

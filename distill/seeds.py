@@ -73,10 +73,6 @@ def split_of(prompt: str, seeds: SeedSettings) -> str:
     return "train"
 
 
-def _file_sha256(source: WrittenSource) -> str:
-    return hashlib.sha256(source.path.read_bytes()).hexdigest()
-
-
 def seeds_current(settings: DistillSettings) -> bool:
     """Whether the seeds directory holds splits of this format, read from the configured sources,
     with the sets written for this project as they are now (a package upgrade that changes one
@@ -91,7 +87,7 @@ def seeds_current(settings: DistillSettings) -> bool:
     if manifest.get("format") != SEEDS_FORMAT or list(built) != [s.tag for s in chosen]:
         return False
     return all(
-        built[source.tag].get("sha256") == _file_sha256(source)
+        built[source.tag].get("sha256") == source.sha256()
         for source in chosen
         if isinstance(source, WrittenSource)
     )
@@ -211,7 +207,7 @@ def build_seeds(
             parsed.extend(records)
             source_info[source.tag] = {
                 "file": source.origin,
-                "sha256": _file_sha256(source),
+                "sha256": source.sha256(),
                 "licence": source.licence,
                 "description": source.description,
                 "records": len(records),

@@ -75,11 +75,7 @@ def mark_seeds_current(seeds_dir: Path) -> None:
     configured source, the written sets as they are now), so that the bootstrap reads them
     instead of building the real ones."""
     sources = {
-        source.tag: (
-            {"sha256": hashlib.sha256(source.path.read_bytes()).hexdigest()}
-            if isinstance(source, WrittenSource)
-            else {}
-        )
+        source.tag: {"sha256": source.sha256()} if isinstance(source, WrittenSource) else {}
         for source in select_sources(None)
     }
     built = {"format": SEEDS_FORMAT, "sources": sources}

@@ -890,6 +890,8 @@ def store_down(
         with bench.proxy(name, env=traffic_env(folder / "home", flush_s, fault.url)) as proxy:
             outcomes = bench.load(proxy, traffic(), concurrency=4, during=outage)
             stats = traffic_stats(proxy)
+            exited = proxy.process.poll()  # why calls failed, when they did: a dead proxy?
+            log_tail = proxy.logs()[-2000:] if any(not o.answered for o in outcomes) else None
         stored = fault.parts()
     finally:
         fault.cleanup()
@@ -910,6 +912,8 @@ def store_down(
         "records_missing_of_calls_after_resume": (
             records_missing(outcomes, stored, since=resumed_at[0]) if resumed_at else None
         ),
+        "proxy_exit_code": exited,
+        "proxy_log_tail_if_calls_failed": log_tail,
     }
 
 

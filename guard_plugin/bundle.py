@@ -86,10 +86,11 @@ class FirstStageManifest(BaseModel):
     """``guard.json``'s ``first_stage``: the cascade's cheap scorer and its clear-safe cuts.
 
     An item whose first-stage score is below its part's cut is decided safe without the student.
-    Each cut is chosen on validation so that the first stage alone clears an unsafe item the
-    student would catch at its threshold with probability at most ``max_missed`` (a bound from the
-    caught validation items, ``distill.cascade.choose_cut``); ``metrics`` holds the
-    rates measured there and on the test set.
+    Each cut is chosen so that the first stage alone clears an unsafe item the student would
+    catch at its threshold with probability at most ``max_missed`` (a bound from the caught
+    validation items and the caught training items scored across folds,
+    ``distill.cascade.choose_cut``); ``metrics`` holds the rates measured on validation and on
+    the test set.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +105,7 @@ class FirstStageManifest(BaseModel):
         ge=0.0,
         le=1.0,
         description="Probability with which the cut may clear an unsafe item the student "
-        "catches, bounded on validation.",
+        "catches, bounded from the caught validation and cross-fitted training items.",
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
 

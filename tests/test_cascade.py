@@ -237,6 +237,38 @@ def test_choose_cut_with_few_caught_items_still_misses_at_most_the_bound() -> No
     assert choose_cut(scores, every, 1.0, 0.005) == pytest.approx(0.27 * scores.min())
 
 
+def test_cross_fitted_scores_come_from_fits_that_never_saw_the_items_prompt(
+    tiny_cascade_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caught training items bound the cuts with scores of fits that did not see their
+    prompt, alone or in any pair; the distilled embedding they start from is left untouched."""
+    from model2vec import StaticModel
+
+    from distill import cascade
+
+    static = StaticModel.from_pretrained(tiny_cascade_bundle / "stage1")
+    distilled = np.array(static.embedding, copy=True)
+    items = [(text, None) for text in SAFE + UNSAFE]
+    items += [(a, b) for a, b in zip(SAFE, UNSAFE, strict=False)]
+    targets = np.asarray([0.9 if (b or a) in UNSAFE else 0.1 for a, b in items])
+    fitted_on: list[set[str]] = []
+    fit = cascade.fit_first_stage
+
+    def recording_fit(fold_static, fold_items, fold_targets, **kwargs):  # type: ignore[no-untyped-def]
+        fitted_on.append({prompt for prompt, _ in fold_items})
+        return fit(fold_static, fold_items, fold_targets, **kwargs)
+
+    monkeypatch.setattr(cascade, "fit_first_stage", recording_fit)
+    scores = cascade.cross_fitted(
+        static, items, targets, folds=3, max_chunks=2, threshold=0.5, seed=1
+    )
+    assert len(fitted_on) == 3 and np.isfinite(scores).all()
+    prompts = {prompt for prompt, _ in items}
+    # each prompt is held out of exactly one fit: its score (alone and in pairs) comes from there
+    assert all(sum(prompt not in seen for seen in fitted_on) == 1 for prompt in prompts)
+    assert np.array_equal(np.asarray(static.embedding), distilled)
+
+
 def test_cascade_metrics_count_what_the_first_stage_cleared() -> None:
     labels = np.array([1, 1, 1, 0, 0, 0])
     student = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1])

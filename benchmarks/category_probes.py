@@ -45,33 +45,47 @@ LG3_CODES = {
 }
 
 
+def read_probes() -> list[dict]:
+    return [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines()]
+
+
+def probe_metrics(
+    probes: list[dict], scores: list[float], threshold: float
+) -> dict[str, dict[str, float]]:
+    """AUPRC, recall and FPR at ``threshold`` per probe category, and over all probes
+    (``all``)."""
+
+    def metrics(rows: list[int]) -> dict[str, float]:
+        found = summary_metrics(
+            [probes[i]["label"] for i in rows], [scores[i] for i in rows], threshold
+        )
+        return {k: round(float(found[k]), 3) for k in ("auprc", "recall", "fpr")}
+
+    per_category = {
+        name: metrics([i for i, p in enumerate(probes) if p["category"] == name])
+        for name in sorted({p["category"] for p in probes})
+    }
+    return {**per_category, "all": metrics(list(range(len(probes))))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guard", default="champion")
     parser.add_argument("--show", action="store_true", help="print every message and its score")
     args = parser.parse_args()
-    probes = [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines()]
+    probes = read_probes()
     guard_settings = GuardSettings(guard=args.guard)
     model = GuardModel.load(resolve_guard_path(guard_settings), guard_settings)
     verdicts = model.score([(p["text"], None) for p in probes])
     scores = [v.p_unsafe for v in verdicts]
-
-    def metrics(rows: list[int]) -> dict[str, float]:
-        found = summary_metrics(
-            [probes[i]["label"] for i in rows], [scores[i] for i in rows], model.threshold
-        )
-        return {k: round(float(found[k]), 3) for k in ("auprc", "recall", "fpr")}
-
+    found = probe_metrics(probes, scores, model.threshold)
     categories = sorted({p["category"] for p in probes})
     report = {
         "benchmark": "category_probes",
         "guard_version": model.version,
         "threshold": round(model.threshold, 4),
-        "categories": {
-            name: metrics([i for i, p in enumerate(probes) if p["category"] == name])
-            for name in categories
-        },
-        "all": metrics(list(range(len(probes)))),
+        "categories": {name: found[name] for name in categories},
+        "all": found["all"],
     }
     heads = {head.code: head.threshold for head in model.manifest.categories or ()}
     if heads:

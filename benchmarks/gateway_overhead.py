@@ -104,7 +104,7 @@ def model_for(text: str, answers: int) -> str:
 def traffic_pool(home: Path) -> tuple[list[str], list[str]]:
     """(benign, harmful) prompts no guard trained on: the seed test split's prompt-only records
     and the held-out benign-but-edgy questions (built from the pinned wheels when missing)."""
-    from distill.heldout import SETS, build_heldout, read_heldout
+    from distill.heldout import heldout_sets
     from distill.records import read_jsonl
     from distill.settings import DistillSettings
 
@@ -113,13 +113,7 @@ def traffic_pool(home: Path) -> tuple[list[str], list[str]]:
     if not test_file.is_file():
         raise SystemExit(f"{test_file} is missing: build the default guard first (make serve)")
     test = [record for record in read_jsonl(test_file) if not record.response]
-    if all((home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
-        heldout = read_heldout(home)
-    else:
-        from distill.bootstrap import load_data
-
-        data = load_data(settings, progress=False)
-        heldout = build_heldout(settings, data.splits["test"], data.heldout_templates)
+    heldout = heldout_sets(settings)
     benign = [r.prompt for r in test if r.label == 0]
     benign += [r.prompt for r in heldout["edgy_benign"]]
     harmful = [r.prompt for r in test if r.label == 1]

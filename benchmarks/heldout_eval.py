@@ -25,9 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from distill.bootstrap import load_data
 from distill.cascade import cascade_metrics, routed
-from distill.heldout import SETS, build_heldout, heldout_metrics, read_heldout, score_sets
+from distill.heldout import heldout_metrics, heldout_sets, score_sets
 from distill.records import Example
 from distill.settings import DistillSettings
 from guard_plugin.locate import resolve_guard_path
@@ -60,11 +59,7 @@ def main() -> int:
     parser.add_argument("--guard", default="champion")
     args = parser.parse_args()
     settings = DistillSettings()
-    if all((settings.home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
-        sets = read_heldout(settings.home)
-    else:
-        data = load_data(settings, progress=False)
-        sets = build_heldout(settings, data.splits["test"], data.heldout_templates)
+    sets = heldout_sets(settings)
     guard_settings = GuardSettings(guard=args.guard)
     model = GuardModel.load(resolve_guard_path(guard_settings), guard_settings)
     started = time.perf_counter()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.category_probes import PROBES
+from benchmarks.category_probes import probe_metrics, read_probes
 from benchmarks.judge_cost import GGUF, package_dir
 
 LEARNING_RATES = {"minilm": 1e-4, "smollm2": 5e-5}
@@ -68,21 +68,11 @@ def smollm2_base(out: Path) -> Path:
 
 
 def probe_auprc(model: Any) -> dict[str, float]:
-    """AUPRC of P(unsafe) per probe category and over all probes."""
-    from distill.evaluation import summary_metrics
-
-    probes = [json.loads(line) for line in PROBES.read_text(encoding="utf-8").splitlines()]
+    """AUPRC of P(unsafe) per probe category and over all probes (``all``)."""
+    probes = read_probes()
     scores = [s.p_unsafe for s in model.score([(p["text"], None) for p in probes])]
-
-    def auprc(rows: list[int]) -> float:
-        labels = [probes[i]["label"] for i in rows]
-        return round(float(summary_metrics(labels, [scores[i] for i in rows], 0.5)["auprc"]), 3)
-
-    out = {
-        name: auprc([i for i, p in enumerate(probes) if p["category"] == name])
-        for name in sorted({p["category"] for p in probes})
-    }
-    return {**out, "all": auprc(list(range(len(probes))))}
+    found = probe_metrics(probes, scores, model.threshold)  # AUPRC does not use the threshold
+    return {name: metrics["auprc"] for name, metrics in found.items()}
 
 
 def main() -> int:
@@ -93,7 +83,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from distill.bootstrap import BOOTSTRAP_RECIPE, load_data, student_base
-    from distill.heldout import SETS, build_heldout, heldout_metrics, read_heldout, score_sets
+    from distill.heldout import heldout_metrics, heldout_sets, score_sets
     from distill.settings import DistillSettings
     from distill.trainer import train
     from guard_plugin.model import GuardModel
@@ -102,16 +92,13 @@ def main() -> int:
     settings = DistillSettings()
     work = args.work or settings.home / "larger_judge"
     data = load_data(settings, progress=False)
-    if all((settings.home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
-        sets = read_heldout(settings.home)
-    else:
-        sets = build_heldout(settings, data.splits["test"], data.heldout_templates)
-    sets = {name: records[: args.limit] for name, records in sets.items()}
+    records = data.mix("train", "jailbreak")
+    sets = {name: found[: args.limit] for name, found in heldout_sets(settings, data).items()}
     bases = {"minilm": student_base(), "smollm2": smollm2_base(work / "smollm2-base")}
     report: dict[str, Any] = {
         "benchmark": "larger_judge",
         "steps": args.steps,
-        "train_records": len(data.mix("train", "jailbreak")),
+        "train_records": len(records),
         "scored": {name: len(records) for name, records in sets.items()},
         "models": {},
     }
@@ -127,13 +114,7 @@ def main() -> int:
             }
         )
         started = time.perf_counter()
-        trained = train(
-            data.mix("train", "jailbreak"),
-            base_model=base,
-            out_dir=work / name,
-            recipe=recipe,
-            resume=False,
-        )
+        trained = train(records, base_model=base, out_dir=work / name, recipe=recipe, resume=False)
         train_s = time.perf_counter() - started
         model = GuardModel.load(trained.model_dir, GuardSettings())
         started = time.perf_counter()

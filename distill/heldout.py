@@ -32,6 +32,7 @@ from distill.seeds import read_source
 from distill.settings import DistillSettings
 
 if TYPE_CHECKING:
+    from distill.bootstrap import BootstrapData
     from guard_plugin.model import GuardModel
 
 SETS = (
@@ -93,6 +94,20 @@ def build_heldout(
 
 def read_heldout(home: Path) -> dict[str, list[Example]]:
     return {name: read_jsonl(home / "heldout" / f"{name}.jsonl") for name in SETS}
+
+
+def heldout_sets(
+    settings: DistillSettings, data: BootstrapData | None = None
+) -> dict[str, list[Example]]:
+    """The held-out sets of ``settings.home``: read when every set is written, else built from
+    ``data`` (the bootstrap's, loaded when not given) and written."""
+    if all((settings.home / "heldout" / f"{name}.jsonl").is_file() for name in SETS):
+        return read_heldout(settings.home)
+    if data is None:
+        from distill.bootstrap import load_data
+
+        data = load_data(settings, progress=False)
+    return build_heldout(settings, data.splits["test"], data.heldout_templates)
 
 
 def score_sets(model: GuardModel, sets: dict[str, list[Example]]) -> dict[str, list[float]]:

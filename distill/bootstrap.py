@@ -46,11 +46,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from distill.cascade import MAX_RECALL_LOSS
+from distill.cli import at_least_one
 from distill.edgy_prompts import SOURCE as EDGY_PROMPTS_SOURCE
 from distill.evaluation import FprCap
 from distill.jailbreaks import Template
 from distill.mix import WRAPPED_SOURCE, Stage, build_mix
-from distill.records import Example, read_jsonl
+from distill.records import Example
 from distill.registry import Registry
 from distill.settings import DistillSettings, TrainRecipe
 
@@ -380,14 +381,11 @@ def bootstrap(
 
 
 def _seeds(settings: DistillSettings, progress: bool) -> dict[str, list[Example]]:
-    from distill.seeds import build_seeds, seeds_current
+    from distill.seeds import build_seeds, read_splits, seeds_current
 
-    seeds_dir = settings.seeds_dir()
     if not seeds_current(settings):
         build_seeds(settings, progress=progress)
-    return {
-        name: read_jsonl(seeds_dir / f"{name}.jsonl") for name in ("train", "validation", "test")
-    }
+    return read_splits(settings.seeds_dir())
 
 
 def _export(
@@ -616,13 +614,6 @@ def _data_summary(
     }
 
 
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     recipe = BOOTSTRAP_RECIPE
     if args.seed is not None:
@@ -649,7 +640,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     )
     parser.add_argument(
         "--steps",
-        type=_at_least_one,
+        type=at_least_one,
         default=None,
         help=f"first-stage training steps (default {BOOTSTRAP_RECIPE.max_steps}, what fits "
         "15 minutes on 2 CPU cores); the HarmAug stage trains for half as many",

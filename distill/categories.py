@@ -61,13 +61,12 @@ sexual content S12.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.teachers.llama_guard_prompt import LLAMA_GUARD_3_CATEGORIES, parse_assessment
-from distill.records import Example, example
+from distill.records import Example, example, json_lines
 
 if TYPE_CHECKING:
     from guard_plugin.bundle import CategoryHead
@@ -619,13 +618,8 @@ def assessment_categories(text: str) -> Codes:
 
 def content_examples(path: str | Path = CONTENT_V1) -> list[Example]:
     """``content-v1.jsonl`` as records: source ``content_v1``, the codes in ``meta``."""
-    path = Path(path)
     records: list[Example] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        where = f"{path.name}:{lineno}"
+    for where, item in json_lines(path):
         label, codes = item["label"], sort_codes(item["categories"])
         if label not in (0, 1) or bool(codes) != (label == 1):
             raise ValueError(f"{where}: unsafe items need categories, safe items none")

@@ -30,3 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     for name in STAGE_MODULES:
         module = importlib.import_module(name)
         module.add_command(stages)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

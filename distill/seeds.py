@@ -41,6 +41,7 @@ from distill.records import (
     example,
     normalize,
     prompt_key,
+    read_jsonl,
     write_jsonl,
 )
 from distill.seed_fetch import Downloader, SeedFetchError, fetch_wheel, pip_downloader
@@ -71,6 +72,11 @@ def split_of(prompt: str, seeds: SeedSettings) -> str:
     if u < seeds.test_fraction + seeds.validation_fraction:
         return "validation"
     return "train"
+
+
+def read_splits(seeds_dir: Path) -> dict[str, list[Example]]:
+    """The built splits in ``seeds_dir``, by name (``SPLITS``)."""
+    return {name: read_jsonl(seeds_dir / f"{name}.jsonl") for name in SPLITS}
 
 
 def seeds_current(settings: DistillSettings) -> bool:

@@ -188,6 +188,11 @@ def _sample(records: list[Example], n: int, seed: int) -> list[Example]:
     return random.Random(seed).sample(records, min(n, len(records)))
 
 
+def bootstrap_test_sample(data: BootstrapData) -> list[Example]:
+    """The bootstrap's sample of the test mix: its cascade gate and test metrics read these."""
+    return _sample(data.mix("test", "jailbreak"), EVAL_EXAMPLES, seed=4)
+
+
 def _pairs(records: list[Example], n: int, seed: int) -> list[tuple[str, str | None]]:
     return [(record.prompt, record.response) for record in _sample(records, n, seed)]
 
@@ -410,7 +415,7 @@ def _export(
         max_windows=SERVE_MAX_WINDOWS,
         calibration=data.mix("train", "jailbreak"),
         validation=_sample(data.mix("validation", "jailbreak"), EVAL_EXAMPLES, seed=3),
-        test=_sample(data.mix("test", "jailbreak"), EVAL_EXAMPLES, seed=4),
+        test=bootstrap_test_sample(data),
         training_data=training_data,
         report_dir=run_dir / "report",
         caps=CALIBRATION_CAPS,

@@ -269,6 +269,37 @@ def test_cross_fitted_scores_come_from_fits_that_never_saw_the_items_prompt(
     assert np.array_equal(np.asarray(static.embedding), distilled)
 
 
+@pytest.mark.parametrize("centre", [0.5, 0.1])
+def test_a_first_stage_fitted_at_any_centre_serves_scores_on_the_students_scale(
+    tiny_cascade_bundle: Path, centre: float
+) -> None:
+    """A fit centred elsewhere than 0.5 learns moved targets, and its head is moved back: what it
+    serves ranks the student's flagged items over its passed ones and matches the student's
+    scores (the cuts, bounded by the threshold, are compared with them)."""
+    from model2vec import StaticModel
+
+    from distill import cascade
+    from guard_plugin.bundle import FirstStageManifest
+    from guard_plugin.first_stage import FirstStage, StaticFeatures
+
+    static = StaticModel.from_pretrained(tiny_cascade_bundle / "stage1")
+    items = [(text, None) for text in SAFE + UNSAFE]
+    targets = np.asarray([0.9 if text in UNSAFE else 0.05 for text, _ in items])
+    repeats = 40  # a few dozen steps of the fit's batches
+    head = cascade.fit_first_stage(
+        static, items * repeats, np.tile(targets, repeats), max_chunks=2, threshold=0.5,
+        centre=centre,
+    )  # fmt: skip
+    draft = FirstStageManifest(base_model="tiny", cut_prompt=0.0, cut_completion=0.0)
+    served = FirstStage(StaticFeatures(static, max_chunks=2), head, draft).scores(items)
+    flagged = targets > 0.5
+    assert served[flagged].min() > served[~flagged].max()
+    assert np.median(served[flagged]) == pytest.approx(0.9, abs=0.02)
+    assert np.median(served[~flagged]) == pytest.approx(0.05, abs=0.02)
+    with pytest.raises(ValueError, match="centre"):
+        cascade.fit_first_stage(static, items, targets, max_chunks=2, threshold=0.5, centre=1.0)
+
+
 def test_cascade_metrics_count_what_the_first_stage_cleared() -> None:
     labels = np.array([1, 1, 1, 0, 0, 0])
     student = np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.1])

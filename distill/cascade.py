@@ -140,11 +140,11 @@ def fit_first_stage(
 
     from distill.data import length_batches
 
+    if not 0.0 < centre < 1.0:
+        raise ValueError(f"centre must be between 0 and 1, got {centre}")
     features = StaticFeatures(static, max_chunks=max_chunks)
     text_ids, contexts, counts = features.layout(items)
     context_ids = features.token_ids(contexts)
-    if not 0.0 < centre < 1.0:
-        raise ValueError(f"centre must be between 0 and 1, got {centre}")
     raw = torch.from_numpy(np.repeat(targets, counts).astype(np.float32))
     shift = float(np.log(centre / (1.0 - centre)))
     y = torch.sigmoid(torch.logit(raw, eps=1e-6) - shift) if shift else raw
@@ -369,9 +369,14 @@ def build_first_stage(
         else np.full(len(items), np.nan)
     )  # fmt: skip
     head = fit_first_stage(
-        static, items, targets, max_chunks=max_chunks, threshold=threshold, seed=seed,
+        static,
+        items,
+        targets,
+        max_chunks=max_chunks,
+        threshold=threshold,
+        seed=seed,
         centre=centre,
-    )  # fmt: skip
+    )
     save_static(static, folder)
     save_file(head, str(folder / HEAD_FILE))
     features = StaticFeatures(static, max_chunks=max_chunks)

@@ -37,6 +37,13 @@ Targets (issue): the cascade's throughput >= 85% of the proxy without the guard;
 latency <= 5 ms. Both are reported against the plain proxy (``cascade_vs_without``: what a gateway
 sees when it enables the guard) and against the proxy with the same frozen heap
 (``cascade_vs_without_gc_frozen``: the guard's own cost).
+
+A sixth proxy, ``cascade_compared``, serves another guard (``--compare-guard``), other settings
+(``--compare-env``), or with ``--compare-cuts-at-threshold`` a copy of its guard whose first-stage
+cuts are raised to the bundle's threshold: the first stage then clears every item it scores below
+the threshold, so that slot measures the most that routing can save (the cascade's ceiling on
+this traffic; no build ships such cuts, they ignore the recall bound). The slot runs ~0.02x ahead
+of ``cascade`` in an A/A run.
 """
 
 from __future__ import annotations
@@ -343,6 +350,26 @@ def measure(
     return {name: tally.summary(args.concurrency) for name, tally in tallies.items()}
 
 
+def copy_with_cuts(
+    source: Path, out: Path, *, prompt: float | None = None, completion: float | None = None
+) -> Path:
+    """A copy at ``out`` of the bundle at ``source`` with other first-stage cuts (None: the
+    bundle's threshold, the highest a manifest accepts)."""
+    from guard_plugin.bundle import GuardBundle, write_manifest
+
+    shutil.copytree(source, out)
+    manifest = GuardBundle.load(out).manifest  # the copy's hashes checked
+    if manifest.first_stage is None:
+        raise SystemExit(f"{source}: no first stage, so no cuts to change")
+    cuts = {
+        "cut_prompt": manifest.threshold if prompt is None else prompt,
+        "cut_completion": manifest.threshold if completion is None else completion,
+    }
+    stage = manifest.first_stage.model_copy(update=cuts)
+    write_manifest(out, manifest.model_copy(update={"first_stage": stage}))
+    return out
+
+
 def run_proxy(config: Path, log_file: Path, env: dict[str, str]) -> ProxyProcess:
     port = free_port()
     proxy = ProxyProcess(proxy_command(config, port), port=port, log_file=log_file, env=env)
@@ -391,6 +418,14 @@ def main() -> int:
         help="a setting of `cascade_compared` (repeatable), e.g. HARMAUG_THREADS=1; with no "
         "--compare-guard, the same guard with these settings. Its slot is not neutral: an A/A "
         "run (a setting equal to the default) measured it ~0.02x ahead of `cascade`",
+    )
+    parser.add_argument(
+        "--compare-cuts-at-threshold",
+        action="store_true",
+        help="serve `cascade_compared` from a copy of its guard whose first-stage cuts are raised "
+        "to the bundle's threshold: the first stage clears every item it scores below the "
+        "threshold, the most that routing alone can save (no build ships such cuts: they ignore "
+        "the recall bound)",
     )
     parser.add_argument(
         "--threshold", type=float, help="entry threshold (1.0: score every call, block none)"
@@ -455,14 +490,21 @@ def main() -> int:
         "cascade": ("harmaug", guarded),
         "student_only": ("harmaug", {**guarded, "HARMAUG_CASCADE": "false"}),
     }
-    if args.compare_guard or args.compare_env:
-        other = resolve_guard_path(GuardSettings(guard=args.compare_guard or args.guard))
-        settings_env = dict(item.split("=", 1) for item in args.compare_env)
-        results["compared"] = {"guard": str(other), "env": settings_env}
-        variants[COMPARED] = ("harmaug", {**guarded, "HARMAUG_GUARD": str(other), **settings_env})
-    guarded_names = [name for name in ("cascade", "student_only", COMPARED) if name in variants]
     with tempfile.TemporaryDirectory(prefix="harmaug-bench-") as tmp:
         root = Path(tmp)
+        if args.compare_guard or args.compare_env or args.compare_cuts_at_threshold:
+            other = resolve_guard_path(GuardSettings(guard=args.compare_guard or args.guard))
+            settings_env = dict(item.split("=", 1) for item in args.compare_env)
+            results["compared"] = {
+                "guard": str(other),
+                "env": settings_env,
+                "cuts_at_threshold": args.compare_cuts_at_threshold,
+            }
+            if args.compare_cuts_at_threshold:
+                other = copy_with_cuts(other, root / "cuts-at-threshold")
+            served = {**guarded, "HARMAUG_GUARD": str(other), **settings_env}
+            variants[COMPARED] = ("harmaug", served)
+        guarded_names = [name for name in ("cascade", "student_only", COMPARED) if name in variants]
         proxies: dict[str, ProxyProcess] = {}
         try:
             for name, (guard, env) in variants.items():

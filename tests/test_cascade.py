@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.gateway_overhead import copy_with_cuts
 from distill import bootstrap
 from distill.cascade import MAX_RECALL_LOSS, cascade_metrics, choose_cut
 from distill.evaluation import evaluate_bundle
 from distill.records import Example
 from distill.registry import gate
 from distill.settings import TrainRecipe
-from guard_plugin.bundle import BundleError, GuardBundle, write_manifest
+from guard_plugin.bundle import BundleError, GuardBundle
 from guard_plugin.guard import Guard
 from guard_plugin.model import GuardModel
 from guard_plugin.settings import GuardSettings
@@ -40,17 +41,6 @@ class CountingModel:
         model.score = score  # type: ignore[method-assign]
 
 
-def cascade_with_cuts(source: Path, out: Path, *, prompt: float, completion: float) -> Path:
-    shutil.copytree(source, out)
-    manifest = GuardBundle.load(out).manifest
-    assert manifest.first_stage is not None
-    first = manifest.first_stage.model_copy(
-        update={"cut_prompt": prompt, "cut_completion": completion}
-    )
-    write_manifest(out, manifest.model_copy(update={"first_stage": first}))
-    return out
-
-
 def guard_of(path: Path, **settings: object) -> tuple[Guard, CountingModel]:
     model = GuardModel.load(path, GuardSettings(cache_size=0, **settings))  # type: ignore[arg-type]
     return Guard(model, GuardSettings(cache_size=0)), CountingModel(model)
@@ -65,7 +55,7 @@ async def test_an_item_below_the_cut_never_reaches_the_student_one_above_always_
     assert low < high
     cut = float(min((low + high) / 2, model.threshold))
     assert low < cut
-    bundle = cascade_with_cuts(tiny_cascade_bundle, tmp_path / "b", prompt=cut, completion=0.0)
+    bundle = copy_with_cuts(tiny_cascade_bundle, tmp_path / "b", prompt=cut, completion=0.0)
     guard, student = guard_of(bundle)
     try:
         cleared = await guard.check_prompt(SAFE[0])
@@ -77,6 +67,35 @@ async def test_an_item_below_the_cut_never_reaches_the_student_one_above_always_
         # completions have their own cut: 0 clears none of them
         pair = await guard.check_completion(UNSAFE[0], SAFE[0])
         assert pair.stage == "student" and student.items[-1] == (UNSAFE[0], SAFE[0])
+    finally:
+        await guard.aclose()
+
+
+async def test_the_benchmarks_ceiling_copy_clears_whatever_scores_below_the_threshold(
+    tiny_cascade_bundle: Path, tmp_path: Path
+) -> None:
+    """``gateway_overhead.py --compare-cuts-at-threshold`` serves such a copy: it must load (its
+    hashes rewritten) and send on only what the first stage itself scores at the threshold."""
+    none_cleared = copy_with_cuts(tiny_cascade_bundle, tmp_path / "low", prompt=0.0, completion=0.0)
+    bundle = copy_with_cuts(none_cleared, tmp_path / "ceiling")
+    manifest = GuardBundle.load(bundle).manifest
+    assert manifest.first_stage is not None
+    assert manifest.first_stage.cut_prompt == manifest.first_stage.cut_completion
+    assert manifest.first_stage.cut_prompt == manifest.threshold
+    guard, student = guard_of(bundle)
+    assert guard.model.first_stage is not None
+    texts = [*SAFE, *UNSAFE]
+    scores = guard.model.first_stage.scores([(text, None) for text in texts])
+    try:
+        for text, score in zip(texts, scores, strict=True):
+            verdict = await guard.check_prompt(text)
+            assert verdict.stage == ("first_stage" if score < manifest.threshold else "student")
+        assert student.items == [
+            (text, None)
+            for text, score in zip(texts, scores, strict=True)
+            if score >= manifest.threshold
+        ]
+        assert 0 < len(student.items) < len(texts)  # the tiny guard's unsafe texts score higher
     finally:
         await guard.aclose()
 

@@ -14,6 +14,13 @@ written category probes of ``benchmarks/category_probes.py``. Thresholds are not
 only AUPRC is reported; the cost per forward is ``benchmarks/judge_cost.py``'s. Prints one JSON
 object: per model its training seconds, scoring seconds and AUPRC per set and probe category.
 ``--limit`` scores the first N records of each set (a smoke run). About 40 minutes on 2 cores.
+
+``--distil N`` then asks whether SmolLM2's lead passes to MiniLM through its scores: the trained
+SmolLM2 scores a random N of the train-mix records, and MiniLM is trained on those N twice with
+its recipe above and the same seed, on the labels alone (``minilm_hard``) and on the labels with
+SmolLM2's P(unsafe) as the teacher's (``minilm_distilled``: the trainer's
+``(1 - kd_weight) CE + kd_weight KL``, kd_weight as in the recipe); both are scored like the
+others. N = 4,000 adds about 35 minutes (stop 35: docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -80,9 +88,16 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=180)
     parser.add_argument("--work", type=Path, help="run directories (default <home>/larger_judge)")
     parser.add_argument("--limit", type=int, help="score the first N records of each set")
+    parser.add_argument(
+        "--distil",
+        type=int,
+        metavar="N",
+        help="also train MiniLM on N train-mix records with and without SmolLM2's scores",
+    )
     args = parser.parse_args()
 
     from distill.bootstrap import BOOTSTRAP_RECIPE, load_data, student_base
+    from distill.cascade import student_scores
     from distill.heldout import heldout_metrics, heldout_sets, score_sets
     from distill.settings import DistillSettings
     from distill.trainer import train
@@ -102,19 +117,21 @@ def main() -> int:
         "scored": {name: len(records) for name, records in sets.items()},
         "models": {},
     }
-    for name, base in bases.items():
+
+    def fine_tuned(name: str, base: Path, rows: list[Any]) -> Any:
+        """``base`` trained on ``rows`` with the recipe of its kind, scored; the served model."""
         recipe = BOOTSTRAP_RECIPE.model_copy(
             update={
                 "max_steps": args.steps,
                 "batch_size": 16,
                 "max_windows": 1,
-                "lr": LEARNING_RATES[name],
+                "lr": LEARNING_RATES["smollm2" if name == "smollm2" else "minilm"],
                 "categories": False,
                 "category_probe": False,
             }
         )
         started = time.perf_counter()
-        trained = train(records, base_model=base, out_dir=work / name, recipe=recipe, resume=False)
+        trained = train(rows, base_model=base, out_dir=work / name, recipe=recipe, resume=False)
         train_s = time.perf_counter() - started
         model = GuardModel.load(trained.model_dir, GuardSettings())
         started = time.perf_counter()
@@ -122,11 +139,30 @@ def main() -> int:
         found = heldout_metrics(sets, scores, model.threshold)
         report["models"][name] = {
             "base": str(base),
+            "train_records": len(rows),
             "train_s": round(train_s),
             "score_s": round(time.perf_counter() - started),
             "auprc": {set_name: found[set_name].get("auprc") for set_name in sets},
             "probes_auprc": probe_auprc(model),
         }
+        return model
+
+    judges = {name: fine_tuned(name, base, records) for name, base in bases.items()}
+    if args.distil:
+        subset = random.Random(0).sample(records, min(args.distil, len(records)))
+        started = time.perf_counter()
+        taught = student_scores(judges["smollm2"], [(r.prompt, r.response) for r in subset], False)
+        report["distil"] = {"records": len(subset), "score_s": round(time.perf_counter() - started)}
+        clipped = [min(max(float(p), 1e-4), 1 - 1e-4) for p in taught]  # finite logits
+        fine_tuned(
+            "minilm_hard",
+            bases["minilm"],
+            [r.model_copy(update={"p_unsafe": None}) for r in subset],
+        )
+        distilled = [
+            r.model_copy(update={"p_unsafe": p}) for r, p in zip(subset, clipped, strict=True)
+        ]
+        fine_tuned("minilm_distilled", bases["minilm"], distilled)
     print(json.dumps(report, indent=2))
     return 0
 

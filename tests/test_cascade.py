@@ -75,7 +75,8 @@ async def test_the_benchmarks_ceiling_copy_clears_whatever_scores_below_the_thre
     tiny_cascade_bundle: Path, tmp_path: Path
 ) -> None:
     """``gateway_overhead.py --compare-cuts-at-threshold`` serves such a copy: it must load (its
-    hashes rewritten) and send on only what the first stage itself scores at the threshold."""
+    hashes rewritten) and send on only what the first stage itself scores at or above the
+    threshold."""
     none_cleared = copy_with_cuts(tiny_cascade_bundle, tmp_path / "low", prompt=0.0, completion=0.0)
     bundle = copy_with_cuts(none_cleared, tmp_path / "ceiling")
     manifest = GuardBundle.load(bundle).manifest

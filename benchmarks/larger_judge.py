@@ -118,14 +118,16 @@ def main() -> int:
         "models": {},
     }
 
-    def fine_tuned(name: str, base: Path, rows: list[Any]) -> Any:
-        """``base`` trained on ``rows`` with the recipe of its kind, scored; the served model."""
+    def fine_tuned(name: str, kind: str, rows: list[Any]) -> Any:
+        """The ``kind`` base (a key of ``bases``) trained on ``rows`` with its recipe, recorded
+        as ``name`` with its scores; the served model."""
+        base = bases[kind]
         recipe = BOOTSTRAP_RECIPE.model_copy(
             update={
                 "max_steps": args.steps,
                 "batch_size": 16,
                 "max_windows": 1,
-                "lr": LEARNING_RATES["smollm2" if name == "smollm2" else "minilm"],
+                "lr": LEARNING_RATES[kind],
                 "categories": False,
                 "category_probe": False,
             }
@@ -147,22 +149,19 @@ def main() -> int:
         }
         return model
 
-    judges = {name: fine_tuned(name, base, records) for name, base in bases.items()}
+    judges = {kind: fine_tuned(kind, kind, records) for kind in bases}
     if args.distil:
         subset = random.Random(0).sample(records, min(args.distil, len(records)))
         started = time.perf_counter()
         taught = student_scores(judges["smollm2"], [(r.prompt, r.response) for r in subset], False)
         report["distil"] = {"records": len(subset), "score_s": round(time.perf_counter() - started)}
-        clipped = [min(max(float(p), 1e-4), 1 - 1e-4) for p in taught]  # finite logits
-        fine_tuned(
-            "minilm_hard",
-            bases["minilm"],
-            [r.model_copy(update={"p_unsafe": None}) for r in subset],
-        )
-        distilled = [
-            r.model_copy(update={"p_unsafe": p}) for r, p in zip(subset, clipped, strict=True)
+        hard = [r.model_copy(update={"p_unsafe": None}) for r in subset]
+        fine_tuned("minilm_hard", "minilm", hard)
+        # the trainer clamps teacher scores away from 0 and 1 (distill.trainer.teacher_distribution)
+        taught_rows = [
+            r.model_copy(update={"p_unsafe": float(p)}) for r, p in zip(subset, taught, strict=True)
         ]
-        fine_tuned("minilm_distilled", bases["minilm"], distilled)
+        fine_tuned("minilm_distilled", "minilm", taught_rows)
     print(json.dumps(report, indent=2))
     return 0
 

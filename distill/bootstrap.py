@@ -372,7 +372,9 @@ def bootstrap(
         log.info("bootstrap_stage", stage="export")
         started = time.perf_counter()
         summary = {**_data_summary(settings, data, recipe), "teacher": teacher_info}
-        bundle_dir = _export(result.model_dir, data, recipe, version, run_dir, summary, progress)
+        bundle_dir = seal_bootstrap_bundle(
+            result.model_dir, data, recipe, version, run_dir, summary, progress
+        )
         timings["export_eval_s"] = time.perf_counter() - started
 
         existing = {row["version"] for row in registry.entries()}
@@ -393,7 +395,7 @@ def _seeds(settings: DistillSettings, progress: bool) -> dict[str, list[Example]
     return read_splits(settings.seeds_dir())
 
 
-def _export(
+def seal_bootstrap_bundle(
     model_dir: Path,
     data: BootstrapData,
     recipe: TrainRecipe,
@@ -401,8 +403,13 @@ def _export(
     run_dir: Path,
     training_data: dict[str, Any],
     progress: bool,
+    *,
+    base_model: str = BASE_MODEL_NAME,
+    first_stage: bool = True,
 ) -> Path:
-    """Export the trained student, calibrate its threshold, measure it, and seal the manifest."""
+    """Export a student trained on the bootstrap's data to ``run_dir/bundle`` as the bootstrap
+    does: calibrated on its validation sample, measured on its test sample, with a first stage
+    unless ``first_stage`` is False."""
     staging = run_dir / "bundle"
     if staging.exists():
         shutil.rmtree(staging)
@@ -410,7 +417,7 @@ def _export(
         model_dir,
         staging,
         version=version,
-        base_model=BASE_MODEL_NAME,
+        base_model=base_model,
         recipe=recipe,
         max_windows=SERVE_MAX_WINDOWS,
         calibration=data.mix("train", "jailbreak"),
@@ -419,6 +426,7 @@ def _export(
         training_data=training_data,
         report_dir=run_dir / "report",
         caps=CALIBRATION_CAPS,
+        first_stage=first_stage,
         first_stage_validation=data.mix("validation", "jailbreak"),
         progress=progress,
     )

@@ -3,7 +3,10 @@
 * a Llama-Guard-style model: a byte-level BPE tokenizer with the Llama 3 header tokens in which
   "safe" and "unsafe" are single tokens, and a 2-layer random ``LlamaForCausalLM``;
 * a chat model: the same kind of tokenizer with ChatML tokens and a ChatML chat template (the
-  SmolLM2 format), and a 2-layer random ``LlamaForCausalLM``.
+  SmolLM2 format), and a 2-layer random ``LlamaForCausalLM``;
+* a decoder classifier, the larger judge's architecture (``benchmarks/larger_judge.py``): the
+  ChatML tokenizer reading every text up to ``<|im_end|>`` and a 2-layer random
+  ``LlamaForSequenceClassification`` that classifies from that token.
 """
 
 from __future__ import annotations
@@ -56,11 +59,14 @@ def _tokenizer(specials: list[str], **kwargs: str) -> object:
     return PreTrainedTokenizerFast(tokenizer_object=raw, model_max_length=4096, **kwargs)
 
 
-def _save_model(out_dir: Path, tokenizer: object, seed: int) -> Path:
+def _save_model(out_dir: Path, tokenizer: object, seed: int, classifier: bool = False) -> Path:
+    """A random 2-layer Llama with ``tokenizer``: a causal LM, or with ``classifier`` a
+    2-label sequence classifier whose logits are of order 1 (so tolerances mean something)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     torch.manual_seed(seed)
+    head = {"num_labels": 2, "initializer_range": 0.5} if classifier else {}
     config = LlamaConfig(
         vocab_size=len(tokenizer),  # type: ignore[arg-type]
         hidden_size=32,
@@ -72,8 +78,10 @@ def _save_model(out_dir: Path, tokenizer: object, seed: int) -> Path:
         bos_token_id=tokenizer.bos_token_id,  # type: ignore[attr-defined]
         eos_token_id=tokenizer.eos_token_id,  # type: ignore[attr-defined]
         pad_token_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
+        **head,
     )
-    model = LlamaForCausalLM(config).eval()
+    model_class = LlamaForSequenceClassification if classifier else LlamaForCausalLM
+    model = model_class(config).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)  # type: ignore[attr-defined]
@@ -101,3 +109,10 @@ def build_tiny_chat_lm(out_dir: Path, seed: int = 1) -> Path:
     )
     tokenizer.chat_template = CHATML_TEMPLATE  # type: ignore[attr-defined]
     return _save_model(out_dir, tokenizer, seed)
+
+
+def build_tiny_decoder_classifier(out_dir: Path, seed: int = 2) -> Path:
+    from benchmarks.larger_judge import end_every_text
+
+    tokenizer = end_every_text(_tokenizer(CHATML_SPECIALS, eos_token="<|im_end|>"))
+    return _save_model(out_dir, tokenizer, seed, classifier=True)

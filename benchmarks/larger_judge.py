@@ -28,7 +28,8 @@ bootstrap seals the default (``distill.bootstrap.seal_bootstrap_bundle``: ONNX, 
 passes the parity check, threshold calibrated on the validation sample with the bootstrap's caps,
 test metrics in ``guard.json``), without a first stage, in ``<work>/<base>/bundle``. The held-out
 sets and probes are then scored through that bundle as the gateway serves it, with F1, recall and
-FPR at its threshold beside AUPRC. The bundle directory is what ``--compare-guard`` of
+FPR at its threshold beside AUPRC (with ``--distil``, SmolLM2's scores for MiniLM then come from
+its bundle too: 128-token windows, calibrated pairs). The bundle directory is what ``--compare-guard`` of
 ``benchmarks/gateway_overhead.py`` takes to measure its cost in the gateway.
 """
 
@@ -125,11 +126,11 @@ def main() -> int:
         nargs="+",
         choices=sorted(LEARNING_RATES),
         default=sorted(LEARNING_RATES),
-        help="the bases to fine-tune (default both; --distil needs smollm2)",
+        help="the bases to fine-tune (default both, which --distil needs)",
     )
     args = parser.parse_args()
-    if args.distil and "smollm2" not in args.bases:
-        parser.error("--distil needs smollm2 among --bases")
+    if args.distil and set(args.bases) != set(LEARNING_RATES):
+        parser.error("--distil trains MiniLM from SmolLM2's scores: it needs both --bases")
 
     from distill.bootstrap import (
         BOOTSTRAP_RECIPE,

@@ -52,10 +52,7 @@ from benchmarks.category_probes import probe_metrics, read_probes
 from benchmarks.judge_cost import GGUF, package_dir
 
 LEARNING_RATES = {"minilm": 1e-4, "smollm2": 5e-5}
-HUB_NAMES = {
-    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
-}
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the GGUF holds
 END, PAD = "<|im_end|>", "<|endoftext|>"
 
 
@@ -133,6 +130,7 @@ def main() -> int:
         parser.error("--distil trains MiniLM from SmolLM2's scores: it needs both --bases")
 
     from distill.bootstrap import (
+        BASE_MODEL_NAME,
         BOOTSTRAP_RECIPE,
         load_data,
         seal_bootstrap_bundle,
@@ -142,7 +140,6 @@ def main() -> int:
     from distill.heldout import heldout_metrics, heldout_sets, score_sets
     from distill.settings import DistillSettings
     from distill.trainer import train
-    from guard_plugin.bundle import GuardBundle
     from guard_plugin.model import GuardModel
     from guard_plugin.settings import GuardSettings
 
@@ -180,8 +177,11 @@ def main() -> int:
         started = time.perf_counter()
         trained = train(rows, base_model=base, out_dir=work / name, recipe=recipe, resume=False)
         train_s = time.perf_counter() - started
-        entry: dict[str, Any] = {"base": str(base), "train_records": len(rows)}
-        entry["train_s"] = round(train_s)
+        entry: dict[str, Any] = {
+            "base": str(base),
+            "train_records": len(rows),
+            "train_s": round(train_s),
+        }
         served = trained.model_dir
         if seal:
             started = time.perf_counter()
@@ -194,7 +194,7 @@ def main() -> int:
                 work / name,
                 training_data,
                 progress=False,
-                base_model=HUB_NAMES[kind],
+                base_model=BASE_MODEL_NAME if kind == "minilm" else SMOLLM2_NAME,
                 first_stage=False,
             )
             entry["seal_s"] = round(time.perf_counter() - started)
@@ -206,13 +206,13 @@ def main() -> int:
         entry["score_s"] = round(time.perf_counter() - started)
         entry["auprc"] = {set_name: found[set_name].get("auprc") for set_name in sets}
         entry["probes_auprc"] = probe_auprc(model)
-        if seal:
-            manifest = GuardBundle.load(served).manifest
+        if seal:  # the manifest the model loaded: no second hash of the bundle's files
             entry["served"] = {
-                "onnx_variant": manifest.onnx_variant,
+                "onnx_variant": model.manifest.onnx_variant,
                 "threshold": model.threshold,
                 "test_mix": {
-                    key: manifest.metrics["test"][key] for key in ("auprc", "f1", "recall", "fpr")
+                    key: model.manifest.metrics["test"][key]
+                    for key in ("auprc", "f1", "recall", "fpr")
                 },
                 "heldout": found,
             }
